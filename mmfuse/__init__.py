@@ -1,0 +1,47 @@
+"""mmfuse: multimodal (text + image) fusion models for sentiment analysis.
+
+Quick start::
+
+    import mmfuse
+    mmfuse.list_components()              # {"encoder": [...], "fusion": [...], ...}
+    model = mmfuse.build_model("radm-tiny")
+
+Components register through pluggy (see :mod:`mmfuse.registry`); third-party packages add
+theirs through the ``mmfuse`` entry-point group or :func:`register_plugin`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from mmfuse.builder import ComponentSpec, build_component, build_model, resolve_model_config
+from mmfuse.config import ConfigError
+from mmfuse.registry import (
+    DuplicateComponentError,
+    RegistryError,
+    UnknownComponentError,
+    get_component,
+    get_registry,
+    hookimpl,
+    list_components,
+    register_plugin,
+    unregister_plugin,
+)
+
+__all__ = [
+    "__version__",
+    "build_model",
+    "build_component",
+    "ComponentSpec",
+    "resolve_model_config",
+    "list_components",
+    "get_component",
+    "get_registry",
+    "register_plugin",
+    "unregister_plugin",
+    "hookimpl",
+    "ConfigError",
+    "RegistryError",
+    "UnknownComponentError",
+    "DuplicateComponentError",
+]

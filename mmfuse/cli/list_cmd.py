@@ -1,0 +1,39 @@
+"""``mmfuse list``: every registered component, its kind and the plugin that supplied it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mmfuse.registry import KINDS, get_registry
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "list",
+        help="list registered components (encoders, fusion blocks, heads, losses, models, presets)",
+        description="List every registered component with its kind and the plugin that supplied it.",
+    )
+    p.add_argument("--kind", choices=KINDS, help="only components of this kind")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = get_registry().entries(args.kind)
+    rows = [{"kind": e.kind, "name": e.name, "plugin": e.plugin, "summary": e.summary} for e in entries]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mmfuse components", show_lines=False)
+    for col in ("kind", "name", "plugin", "summary"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["plugin"], row["summary"])
+    Console(width=160).print(table)
+    if not rows:
+        print("(no components registered)")
+    return 0

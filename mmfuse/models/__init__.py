@@ -1,0 +1,21 @@
+"""Model architectures and presets (RADM, JML, ablations, baselines).
+
+This package is a built-in mmfuse plugin: its hook implementations below contribute its
+components to the registry exactly as a third-party plugin would.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mmfuse.registry import hookimpl
+
+
+@hookimpl
+def mmfuse_models() -> dict[str, Callable[..., Any]]:
+    return {}
+
+
+@hookimpl
+def mmfuse_presets() -> dict[str, Any]:
+    return {}

@@ -1,0 +1,301 @@
+"""The component registry: one pluggy plugin manager for project ``mmfuse``.
+
+Every component (encoder, fusion block, head, loss, model architecture, preset) is a
+*name → factory* entry contributed by a plugin through one hook per kind. mmfuse's own
+components come from built-in plugin modules registered through the very same hooks, so
+third-party code and the library share one path.
+
+Plugins reach the manager in three ways:
+
+* built-ins, listed in :data:`BUILTIN_PLUGINS` (registered when the registry is first used);
+* the ``mmfuse`` entry-point group of installed distributions, loaded lazily on the first
+  lookup (a plugin that fails to import is reported with a warning and skipped);
+* in-process with :func:`register_plugin`.
+
+A factory is any callable returning the component (usually an ``nn.Module`` class or a
+function). Its signature *is* its config schema: :func:`mmfuse.config.call_with_config`
+checks config keys and value types against it, so errors name the offending key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import pluggy
+
+PROJECT = "mmfuse"
+ENTRY_POINT_GROUP = "mmfuse"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: component kind → name of the hook that contributes it
+KIND_HOOKS: dict[str, str] = {
+    "encoder": "mmfuse_encoders",
+    "fusion": "mmfuse_fusions",
+    "head": "mmfuse_heads",
+    "loss": "mmfuse_losses",
+    "model": "mmfuse_models",
+    "preset": "mmfuse_presets",
+}
+KINDS: tuple[str, ...] = tuple(KIND_HOOKS)
+
+#: Built-in plugin modules; each defines ``@hookimpl`` functions for the kinds it contributes.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "mmfuse.encoders",
+    "mmfuse.fusion",
+    "mmfuse.heads",
+    "mmfuse.losses",
+    "mmfuse.models",
+)
+
+
+class MMFuseHookSpecs:
+    """Hook specifications. Each hook returns a mapping ``name -> factory`` (or ``None``)."""
+
+    @hookspec
+    def mmfuse_encoders(self) -> Mapping[str, Callable[..., Any]] | None:
+        """Text / image encoders: factories returning an ``nn.Module``."""
+
+    @hookspec
+    def mmfuse_fusions(self) -> Mapping[str, Callable[..., Any]] | None:
+        """Fusion blocks (cross-modal interaction stacks, self-fusion encoders, ...)."""
+
+    @hookspec
+    def mmfuse_heads(self) -> Mapping[str, Callable[..., Any]] | None:
+        """Prediction heads (classification, span extraction, relation, ...)."""
+
+    @hookspec
+    def mmfuse_losses(self) -> Mapping[str, Callable[..., Any]] | None:
+        """Losses, including auxiliary losses such as ITC / ITM."""
+
+    @hookspec
+    def mmfuse_models(self) -> Mapping[str, Callable[..., Any]] | None:
+        """Model architectures: factories taking config keyword arguments, returning a model."""
+
+    @hookspec
+    def mmfuse_presets(self) -> Mapping[str, Mapping[str, Any] | Callable[[], Mapping[str, Any]]] | None:
+        """Named model configs (a dict, or a zero-argument callable returning one) with a ``model`` key."""
+
+
+class RegistryError(LookupError):
+    """Base class of registry lookup / registration errors."""
+
+
+class UnknownComponentError(RegistryError, KeyError):
+    """A name that no plugin registered for that kind."""
+
+    def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateComponentError(RegistryError):
+    """Two plugins registered the same name for the same kind."""
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """One registry entry."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any] | Mapping[str, Any]
+    plugin: str
+
+    @property
+    def summary(self) -> str:
+        """First line of the factory's docstring (or the preset's ``description``)."""
+        if isinstance(self.factory, Mapping):
+            return str(self.factory.get("description", ""))
+        doc = getattr(self.factory, "__doc__", None) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry:
+    """Wraps the pluggy manager and keeps a name index per kind, rebuilt on change."""
+
+    def __init__(self, builtins: Iterable[str] = BUILTIN_PLUGINS, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(MMFuseHookSpecs)
+        self._builtins = tuple(builtins)
+        self._load_entry_points = load_entry_points
+        self._setup_done = False
+        self._index: dict[str, dict[str, ComponentInfo]] | None = None
+        self._lock = threading.RLock()
+
+    # -- plugin loading -------------------------------------------------------------
+    def _setup(self) -> None:
+        if self._setup_done:
+            return
+        with self._lock:
+            if self._setup_done:
+                return
+            for modname in self._builtins:
+                if self.pm.get_plugin(modname) is None:
+                    self.pm.register(importlib.import_module(modname), name=modname)
+            if self._load_entry_points:
+                self._load_entry_point_plugins()
+            self._setup_done = True
+
+    def _load_entry_point_plugins(self) -> None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not brick mmfuse
+                warnings.warn(
+                    f"mmfuse: could not load plugin {ep.name!r} from entry point {ep.value!r} "
+                    f"({type(exc).__name__}: {exc}); its components are unavailable",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                continue
+            self.pm.register(plugin, name=ep.name)
+
+    def register_plugin(self, plugin: object, name: str | None = None) -> str:
+        """Register ``plugin`` (a module or object with ``@hookimpl`` methods) in-process.
+
+        Returns the plugin name. Raises :class:`DuplicateComponentError` (and leaves the
+        registry unchanged) when it contributes a name another plugin already has.
+        """
+        self._setup()
+        with self._lock:
+            plugin_name = self.pm.register(plugin, name=name)
+            if plugin_name is None:
+                raise RegistryError(f"plugin {name!r} is blocked and cannot be registered")
+            self._index = None
+            try:
+                self._build_index()
+            except DuplicateComponentError:
+                self.pm.unregister(plugin)
+                self._index = None
+                raise
+            return plugin_name
+
+    def unregister_plugin(self, plugin_or_name: object | str) -> None:
+        """Remove a plugin registered with :meth:`register_plugin` (by object or name)."""
+        with self._lock:
+            if isinstance(plugin_or_name, str):
+                self.pm.unregister(name=plugin_or_name)
+            else:
+                self.pm.unregister(plugin_or_name)
+            self._index = None
+
+    # -- index ------------------------------------------------------------------------
+    def _build_index(self) -> dict[str, dict[str, ComponentInfo]]:
+        if self._index is not None:
+            return self._index
+        index: dict[str, dict[str, ComponentInfo]] = {kind: {} for kind in KINDS}
+        for kind, hook_name in KIND_HOOKS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                contributed = impl.function()
+                if not contributed:
+                    continue
+                if not isinstance(contributed, Mapping):
+                    raise RegistryError(
+                        f"plugin {impl.plugin_name!r}: hook {hook_name} must return a mapping "
+                        f"name -> factory, got {type(contributed).__name__}"
+                    )
+                for name, factory in contributed.items():
+                    if not isinstance(name, str) or not name:
+                        raise RegistryError(
+                            f"plugin {impl.plugin_name!r}: {kind} names must be non-empty strings, got {name!r}"
+                        )
+                    if name in index[kind]:
+                        other = index[kind][name].plugin
+                        raise DuplicateComponentError(
+                            f"{kind} {name!r} is registered by two plugins: {other!r} and "
+                            f"{impl.plugin_name!r}; uninstall or rename one of them"
+                        )
+                    index[kind][name] = ComponentInfo(kind, name, factory, impl.plugin_name)
+        self._index = index
+        return index
+
+    def _checked_kind(self, kind: str) -> str:
+        if kind not in KIND_HOOKS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        return kind
+
+    # -- lookups ----------------------------------------------------------------------
+    def get(self, kind: str, name: str) -> ComponentInfo:
+        """Return the entry ``name`` of ``kind``; unknown names list the known ones."""
+        self._checked_kind(kind)
+        self._setup()
+        with self._lock:
+            entries = self._build_index()[kind]
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name must be a string, got {type(name).__name__}: {name!r}")
+        if name not in entries:
+            known = sorted(entries)
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownComponentError(
+                f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known) if known else '(none)'}"
+            )
+        return entries[name]
+
+    def names(self, kind: str) -> list[str]:
+        self._checked_kind(kind)
+        self._setup()
+        with self._lock:
+            return sorted(self._build_index()[kind])
+
+    def entries(self, kind: str | None = None) -> list[ComponentInfo]:
+        """All entries (of one kind, or of every kind), sorted by kind then name."""
+        kinds = [self._checked_kind(kind)] if kind is not None else list(KINDS)
+        self._setup()
+        with self._lock:
+            index = self._build_index()
+        return [index[k][n] for k in kinds for n in sorted(index[k])]
+
+    def plugins(self) -> list[str]:
+        self._setup()
+        return sorted(name for name, _ in self.pm.list_name_plugin())
+
+
+_REGISTRY: Registry | None = None
+_REGISTRY_LOCK = threading.Lock()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (created on first use)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        with _REGISTRY_LOCK:
+            if _REGISTRY is None:
+                _REGISTRY = Registry()
+    return _REGISTRY
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object or module in-process; see :meth:`Registry.register_plugin`."""
+    return get_registry().register_plugin(plugin, name=name)
+
+
+def unregister_plugin(plugin_or_name: object | str) -> None:
+    get_registry().unregister_plugin(plugin_or_name)
+
+
+def get_component(kind: str, name: str) -> ComponentInfo:
+    return get_registry().get(kind, name)
+
+
+def list_components(kind: str | None = None) -> dict[str, list[str]] | list[str]:
+    """Registered component names.
+
+    ``list_components()`` returns ``{kind: [names...]}`` for every kind;
+    ``list_components("model")`` returns the sorted names of that kind.
+    """
+    reg = get_registry()
+    if kind is not None:
+        return reg.names(kind)
+    return {k: reg.names(k) for k in KINDS}
