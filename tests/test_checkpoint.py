@@ -1,0 +1,70 @@
+"""save_pretrained / load_pretrained round trip and atomicity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import mmfuse
+from mmfuse.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, save_pretrained
+from mmfuse.registry import hookimpl
+
+
+class Tied(nn.Module):
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.a = nn.Linear(width, width)
+        self.b = nn.Linear(width, width)
+        self.b.weight = self.a.weight  # tied weights must survive the round trip
+
+
+class Plugin:
+    @hookimpl
+    def mmfuse_models(self):
+        return {"ckpt-tied": Tied}
+
+
+@pytest.fixture(autouse=True)
+def plugin():
+    mmfuse.register_plugin(Plugin(), name="ckpt-plugin")
+    yield
+    mmfuse.unregister_plugin("ckpt-plugin")
+
+
+def test_roundtrip(tmp_path):
+    model = mmfuse.build_model({"model": "ckpt-tied", "width": 3})
+    save_pretrained(model, tmp_path / "ck")
+    assert json.loads((tmp_path / "ck" / CONFIG_NAME).read_text()) == {"model": "ckpt-tied", "width": 3}
+    loaded = load_pretrained(tmp_path / "ck")
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    assert loaded.b.weight is loaded.a.weight
+
+
+def test_interrupted_save_keeps_previous(tmp_path, monkeypatch):
+    model = mmfuse.build_model({"model": "ckpt-tied", "width": 3})
+    save_pretrained(model, tmp_path)
+    before = (tmp_path / WEIGHTS_NAME).read_bytes()
+
+    def boom(module, filename, *args, **kwargs):
+        with open(filename, "wb") as fh:
+            fh.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mmfuse.checkpoint.st_save_model", boom)
+    with torch.no_grad():
+        model.a.weight.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(model, tmp_path)
+    assert (tmp_path / WEIGHTS_NAME).read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="config: the model has no `mmfuse_config`"):
+        save_pretrained(nn.Linear(2, 2), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_pretrained(tmp_path)
