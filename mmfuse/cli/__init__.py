@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 #: subcommand modules, in the order ``mmfuse --help`` lists them
-COMMANDS: tuple[str, ...] = ("list",)
+COMMANDS: tuple[str, ...] = ("list", "viz")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,4 +13,10 @@ from mmfuse.registry import hookimpl
 
 @hookimpl
 def mmfuse_encoders() -> dict[str, Callable[..., Any]]:
-    return {}
+    from mmfuse.encoders.text import HFTextEncoder
+    from mmfuse.encoders.vit import TimmViTEncoder
+
+    return {
+        "hf-text": HFTextEncoder,
+        "timm-vit": TimmViTEncoder,
+    }

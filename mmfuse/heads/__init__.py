@@ -13,4 +13,8 @@ from mmfuse.registry import hookimpl
 
 @hookimpl
 def mmfuse_heads() -> dict[str, Callable[..., Any]]:
-    return {}
+    from mmfuse.heads.classification import ClassificationHeads
+
+    return {
+        "classification": ClassificationHeads,
+    }

@@ -13,9 +13,17 @@ from mmfuse.registry import hookimpl
 
 @hookimpl
 def mmfuse_models() -> dict[str, Callable[..., Any]]:
-    return {}
+    from mmfuse.models.radm import RADM
+
+    return {
+        "radm": RADM,
+    }
 
 
 @hookimpl
 def mmfuse_presets() -> dict[str, Any]:
-    return {}
+    from mmfuse.models.radm import radm_presets
+
+    return {
+        **radm_presets(),
+    }
