@@ -34,6 +34,17 @@ def build_image_transform(
     return create_transform(**dict(data_config), is_training=train, **options)
 
 
+def _check_list(values: Any, name: str, item_type: type, expected: str) -> None:
+    if isinstance(values, (str, Image.Image)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name}: expected {expected}, got {type(values).__name__}")
+    if len(values) == 0:
+        raise ValueError(f"{name}: expected {expected}, got an empty list")
+    module = "" if item_type.__module__ == "builtins" else f"{item_type.__module__}."
+    for i, value in enumerate(values):
+        if not isinstance(value, item_type):
+            raise TypeError(f"{name}[{i}]: expected {module}{item_type.__qualname__}, got {type(value).__name__}")
+
+
 class MultimodalProcessor:
     """``processor(texts, images) -> batch``: tokenise texts and transform images.
 
@@ -60,39 +71,29 @@ class MultimodalProcessor:
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Token ids, attention mask (and token types) of ``texts``, padded to the longest."""
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(f"texts: expected a list of str, got {type(texts).__name__}")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
+        _check_list(texts, "texts", str, "a list of str")
         encoded = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length,
                                  return_tensors="pt")
         return {key: value.long() for key, value in encoded.items()}
 
     def transform_images(self, images: Sequence[Image.Image]) -> Tensor:
         """``[B, 3, H, W]`` float tensor of the transformed (RGB) images."""
-        if isinstance(images, Image.Image) or not isinstance(images, Sequence):
-            raise TypeError(f"images: expected a list of PIL images, got {type(images).__name__}")
-        pixels = []
-        for i, image in enumerate(images):
-            if not isinstance(image, Image.Image):
-                raise TypeError(f"images[{i}]: expected a PIL.Image.Image, got {type(image).__name__}")
-            pixels.append(self.image_transform(image.convert("RGB")))
-        if not pixels:
-            raise ValueError("images: expected at least one image, got an empty list")
-        return torch.stack(pixels)
+        _check_list(images, "images", Image.Image, "a list of PIL images")
+        return torch.stack([self.image_transform(image.convert("RGB")) for image in images])
 
     def __call__(
         self, texts: Sequence[str] | None = None, images: Sequence[Image.Image] | None = None
     ) -> dict[str, Tensor]:
         if texts is None and images is None:
             raise ValueError("processor: give texts, images or both")
+        if texts is not None:
+            _check_list(texts, "texts", str, "a list of str")
+        if images is not None:
+            _check_list(images, "images", Image.Image, "a list of PIL images")
         if texts is not None and images is not None and len(texts) != len(images):
             raise ValueError(f"processor: {len(texts)} texts but {len(images)} images; they are paired by position")
         batch: dict[str, Tensor] = {}
         if texts is not None:
-            if len(texts) == 0:
-                raise ValueError("texts: expected at least one text, got an empty list")
             batch.update(self.tokenize(texts))
         if images is not None:
             batch["pixel_values"] = self.transform_images(images)
