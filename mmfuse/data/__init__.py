@@ -1,0 +1,27 @@
+"""Data sets, readers and collators for multimodal classification.
+
+Every data set yields raw samples ``{"id", "text", "image" (PIL or None), "labels": {task: int}}``;
+:class:`~mmfuse.data.collate.ClassificationCollator` turns a list of them into a batch with the
+model's processor. :func:`~mmfuse.data.datasets.build_dataset` builds any registered data set by
+name (``synthetic``, ``mvsa-single``, ``mvsa-multiple``, ``mvsa-json``, ``msed``, ``trc``).
+"""
+
+from __future__ import annotations
+
+from mmfuse.data.base import ClassificationDataset, ParseReport, Record, RecordDataset, SkippedItem
+from mmfuse.data.images import BadImageError, check_image, load_image
+from mmfuse.data.synthetic import SYNTHETIC_VOCABULARY, SyntheticDataset, bayes_ceilings
+
+__all__ = [
+    "ClassificationDataset",
+    "RecordDataset",
+    "Record",
+    "ParseReport",
+    "SkippedItem",
+    "BadImageError",
+    "load_image",
+    "check_image",
+    "SyntheticDataset",
+    "SYNTHETIC_VOCABULARY",
+    "bayes_ceilings",
+]
