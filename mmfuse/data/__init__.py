@@ -9,6 +9,8 @@ name (``synthetic``, ``mvsa-single``, ``mvsa-multiple``, ``mvsa-json``, ``msed``
 from __future__ import annotations
 
 from mmfuse.data.base import ClassificationDataset, ParseReport, Record, RecordDataset, SkippedItem
+from mmfuse.data.collate import ClassificationCollator
+from mmfuse.data.datasets import DATASETS, build_dataset, list_datasets, register_dataset
 from mmfuse.data.images import BadImageError, check_image, load_image
 from mmfuse.data.synthetic import SYNTHETIC_VOCABULARY, SyntheticDataset, bayes_ceilings
 
@@ -24,4 +26,9 @@ __all__ = [
     "SyntheticDataset",
     "SYNTHETIC_VOCABULARY",
     "bayes_ceilings",
+    "ClassificationCollator",
+    "DATASETS",
+    "build_dataset",
+    "list_datasets",
+    "register_dataset",
 ]
