@@ -30,9 +30,14 @@ class TinyProcessor:
         ids = [[1, *(VOCAB.get(w, 3) for w in t.split()), 2] for t in texts]
         width = max(map(len, ids))
         input_ids = torch.tensor([row + [0] * (width - len(row)) for row in ids])
-        pixels = np.stack([np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32) / 255 for im in images])
-        return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(),
-                "pixel_values": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()}
+        pixels = np.stack(
+            [np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32) / 255 for im in images]
+        )
+        return {
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != 0).long(),
+            "pixel_values": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+        }
 
 
 def test_batches_from_the_synthetic_set():
@@ -41,13 +46,18 @@ def test_batches_from_the_synthetic_set():
     batches = list(loader)
     assert [b["input_ids"].shape[0] for b in batches] == [4, 4, 2]
     first = batches[0]
-    assert set(first) == {"input_ids", "attention_mask", "pixel_values", "labels"}  # no image_mask: all images real
+    assert set(first) == {
+        "input_ids",
+        "attention_mask",
+        "pixel_values",
+        "labels",
+    }  # no image_mask: all images real
     assert first["pixel_values"].shape == (4, 3, 8, 8) and first["pixel_values"].dtype == torch.float32
     assert first["labels"]["sentiment"].dtype == torch.long
     assert first["labels"]["sentiment"].tolist() == [ds.labels_of(i)["sentiment"] for i in range(4)]
     assert first["labels"]["match"].tolist() == [ds.labels_of(i)["match"] for i in range(4)]
     words = ds[0]["text"].split()
-    assert first["input_ids"][0, 1:1 + len(words)].tolist() == [VOCAB[w] for w in words]
+    assert first["input_ids"][0, 1 : 1 + len(words)].tolist() == [VOCAB[w] for w in words]
     assert first["attention_mask"][0].sum() == len(words) + 2
 
 
@@ -64,14 +74,23 @@ def test_worker_processes_give_the_same_batches():
 
 def test_text_only_samples_get_a_blank_image_and_an_image_mask():
     image = Image.new("RGB", (16, 16), (255, 255, 255))
-    samples = [{"id": "a", "text": "lovely square", "image": image, "labels": {"image_adds": 1}},
-               {"id": "b", "text": "", "image": None, "labels": {"image_adds": 0}}]
+    samples = [
+        {"id": "a", "text": "lovely square", "image": image, "labels": {"image_adds": 1}},
+        {"id": "b", "text": "", "image": None, "labels": {"image_adds": 0}},
+    ]
     batch = ClassificationCollator(TinyProcessor(), return_ids=True)(samples)
     assert batch["image_mask"].tolist() == [True, False] and batch["image_mask"].dtype == torch.bool
-    assert torch.all(batch["pixel_values"][0] == 1) and torch.all(batch["pixel_values"][1] == 0)  # black placeholder
+    assert torch.all(batch["pixel_values"][0] == 1) and torch.all(
+        batch["pixel_values"][1] == 0
+    )  # black placeholder
     assert batch["ids"] == ["a", "b"] and batch["labels"]["image_adds"].tolist() == [1, 0]
     only_text = ClassificationCollator(TinyProcessor())([samples[1], samples[1]])
-    assert only_text["image_mask"].tolist() == [False, False] and only_text["pixel_values"].shape == (2, 3, 8, 8)
+    assert only_text["image_mask"].tolist() == [False, False] and only_text["pixel_values"].shape == (
+        2,
+        3,
+        8,
+        8,
+    )
 
 
 def test_task_selection_unlabelled_inputs_and_dropped_items():
@@ -95,7 +114,9 @@ def test_collator_errors():
         ClassificationCollator(TinyProcessor(), tasks="sentiment")
     with pytest.raises(ValueError, match="sample 'synthetic-dev-000001' has no 'labels' but others"):
         collate([good[0], {k: v for k, v in good[1].items() if k != "labels"}])
-    with pytest.raises(ValueError, match=r"labels\['sentiment'\] must be a class index \(int >= 0\), got 1.0"):
+    with pytest.raises(
+        ValueError, match=r"labels\['sentiment'\] must be a class index \(int >= 0\), got 1.0"
+    ):
         collate([good[0], {**good[1], "labels": {"sentiment": 1.0}}])
     with pytest.raises(ValueError, match=r"labels\['match'\] must be a class index"):
         ClassificationCollator(TinyProcessor(), tasks=["match"])(good)
@@ -103,7 +124,9 @@ def test_collator_errors():
         collate([{"id": "1", "text": "x"}])
     with pytest.raises(TypeError, match="sample '1': 'text' must be a str, got list"):
         collate([{"id": "1", "text": ["x"], "image": None}])
-    with pytest.raises(ValueError, match=r"processor output 'pixel_values' has shape \(1, 3\), expected batch size 2"):
+    with pytest.raises(
+        ValueError, match=r"processor output 'pixel_values' has shape \(1, 3\), expected batch size 2"
+    ):
         ClassificationCollator(lambda t, i: {"pixel_values": torch.zeros(1, 3)})(good)
     with pytest.raises(TypeError, match="processor returned list, expected a dict of tensors"):
         ClassificationCollator(lambda t, i: [t, i])(good)
@@ -118,7 +141,9 @@ def test_registry():
     assert set(ds[0]["labels"]) == {"match"}
     with pytest.raises(ConfigError, match=r"unknown data set 'mvsa_single' \(did you mean 'mvsa-single'\?\)"):
         build_dataset("mvsa_single", "train")
-    with pytest.raises(ConfigError, match=r"synthetic.train_sise: unknown key \(did you mean 'train_size'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"synthetic.train_sise: unknown key \(did you mean 'train_size'\?\)"
+    ):
         build_dataset("synthetic", "train", train_sise=10)
     with pytest.raises(ConfigError, match="synthetic.label_noise: expected float, got str"):
         build_dataset("synthetic", "train", label_noise="0.1")

@@ -33,6 +33,7 @@ def write_truncated_jpeg(path, seed: int = 0) -> None:
 
 # ---- images -----------------------------------------------------------------------------------
 
+
 def test_load_image_decodes_and_converts_to_rgb(tmp_path):
     write_jpeg(tmp_path / "a.jpg")
     image = load_image(tmp_path / "a.jpg")
@@ -47,8 +48,12 @@ def test_bad_images_give_errors_naming_the_file(tmp_path):
     write_truncated_jpeg(tmp_path / "cut.jpg")
     (tmp_path / "text.jpg").write_text("not an image")
     (tmp_path / "folder.jpg").mkdir()
-    cases = {"missing.jpg": "file does not exist", "cut.jpg": "corrupt or truncated image data",
-             "text.jpg": "not an image PIL can identify", "folder.jpg": "not a regular file"}
+    cases = {
+        "missing.jpg": "file does not exist",
+        "cut.jpg": "corrupt or truncated image data",
+        "text.jpg": "not an image PIL can identify",
+        "folder.jpg": "not a regular file",
+    }
     for name, reason in cases.items():
         with pytest.raises(BadImageError, match=reason) as info:
             load_image(tmp_path / name)
@@ -57,6 +62,7 @@ def test_bad_images_give_errors_naming_the_file(tmp_path):
 
 
 # ---- MVSA, original release --------------------------------------------------------------------
+
 
 def make_mvsa(root, label_lines, texts: dict[str, bytes], images=None, newline="\n"):
     (root / "data").mkdir(parents=True)
@@ -68,9 +74,20 @@ def make_mvsa(root, label_lines, texts: dict[str, bytes], images=None, newline="
     return root
 
 
-SINGLE_PAIRS = {"1": "positive,positive", "2": "neutral,positive", "3": "negative,neutral", "4": "neutral,neutral",
-                "5": "positive,negative", "6": "negative,negative", "7": "Positive,Neutral", "8": "neutral,negative",
-                "9": "negative,positive", "10": "positive,neutral", "11": "neutral,neutral", "12": "negative,negative"}
+SINGLE_PAIRS = {
+    "1": "positive,positive",
+    "2": "neutral,positive",
+    "3": "negative,neutral",
+    "4": "neutral,neutral",
+    "5": "positive,negative",
+    "6": "negative,negative",
+    "7": "Positive,Neutral",
+    "8": "neutral,negative",
+    "9": "negative,positive",
+    "10": "positive,neutral",
+    "11": "neutral,neutral",
+    "12": "negative,negative",
+}
 
 
 @pytest.fixture
@@ -78,17 +95,33 @@ def mvsa_single(tmp_path):
     texts = {i: f"tweet number {i} #mvsa\n".encode() for i in SINGLE_PAIRS}
     texts["2"] = "\ufeffcafé ☕ http://t.co/x\r\n".encode("utf-8")  # BOM + CRLF
     texts["3"] = b"caf\xe9 latin-1 bytes"  # not UTF-8
-    return make_mvsa(tmp_path / "MVSA_Single", ["ID\ttext,image", *(f"{i}\t{p}" for i, p in SINGLE_PAIRS.items())], texts)
+    return make_mvsa(
+        tmp_path / "MVSA_Single", ["ID\ttext,image", *(f"{i}\t{p}" for i, p in SINGLE_PAIRS.items())], texts
+    )
 
 
 def test_mvsa_single_labels_texts_and_splits(mvsa_single):
     records, report = read_mvsa(mvsa_single, "single")
     labels = {r.id: ("positive", "neutral", "negative")[r.labels["sentiment"]] for r in records}
-    assert labels == {"1": "positive", "2": "positive", "3": "negative", "4": "neutral", "6": "negative",
-                      "7": "positive", "8": "negative", "10": "positive", "11": "neutral", "12": "negative"}
+    assert labels == {
+        "1": "positive",
+        "2": "positive",
+        "3": "negative",
+        "4": "neutral",
+        "6": "negative",
+        "7": "positive",
+        "8": "negative",
+        "10": "positive",
+        "11": "neutral",
+        "12": "negative",
+    }
     assert report.rows == 12 and report.kept == 10 and dict(report.dropped) == {"text_image_conflict": 2}
     text = {r.id: r.text for r in records}
-    assert text["1"] == "tweet number 1 #mvsa" and text["2"] == "café ☕ http://t.co/x" and text["3"] == "café latin-1 bytes"
+    assert (
+        text["1"] == "tweet number 1 #mvsa"
+        and text["2"] == "café ☕ http://t.co/x"
+        and text["3"] == "café latin-1 bytes"
+    )
 
     splits = {s: build_dataset("mvsa-single", s, data_dir=mvsa_single) for s in ("train", "dev", "test")}
     assert [len(d) for d in splits.values()] == [8, 1, 1]
@@ -113,31 +146,55 @@ MULTIPLE_ROWS = {  # id: three annotators' (text, image) pairs
 
 
 def test_mvsa_multiple_aggregation_rules(tmp_path):
-    root = make_mvsa(tmp_path / "MVSA", ["ID\ttext,image\ttext,image\ttext,image",
-                                         *(f"{i}\t{p}" for i, p in MULTIPLE_ROWS.items())],
-                     {i: b"t" for i in MULTIPLE_ROWS}, newline="\r\n")
+    root = make_mvsa(
+        tmp_path / "MVSA",
+        ["ID\ttext,image\ttext,image\ttext,image", *(f"{i}\t{p}" for i, p in MULTIPLE_ROWS.items())],
+        {i: b"t" for i in MULTIPLE_ROWS},
+        newline="\r\n",
+    )
     names = ("positive", "neutral", "negative")
     records, report = read_mvsa(root, "multiple")  # Xu & Mao: per-modality majority, then combine
-    assert {r.id: names[r.labels["sentiment"]] for r in records} == {"1": "positive", "3": "neutral", "6": "neutral"}
+    assert {r.id: names[r.labels["sentiment"]] for r in records} == {
+        "1": "positive",
+        "3": "neutral",
+        "6": "neutral",
+    }
     assert dict(report.dropped) == {"text_image_conflict": 2, "no_text_majority": 1, "no_image_majority": 1}
     assert report.examples["no_text_majority"] == ["4"]
     records, report = read_mvsa(root, "multiple", "per-annotator")  # combine per annotator, then majority
     assert {r.id: names[r.labels["sentiment"]] for r in records} == {
-        "1": "positive", "3": "positive", "4": "negative", "5": "negative", "6": "neutral"}
+        "1": "positive",
+        "3": "positive",
+        "4": "negative",
+        "5": "negative",
+        "6": "neutral",
+    }
     assert dict(report.dropped) == {"no_majority": 2}
-    ds = build_dataset("mvsa-multiple", "train", data_dir=root, dev_fraction=0.0, test_fraction=0.0,
-                       multiple_rule="per-annotator")
+    ds = build_dataset(
+        "mvsa-multiple",
+        "train",
+        data_dir=root,
+        dev_fraction=0.0,
+        test_fraction=0.0,
+        multiple_rule="per-annotator",
+    )
     assert len(ds) == 5 and ds.label_counts("sentiment") == {"positive": 2, "neutral": 1, "negative": 2}
     with pytest.raises(ValueError, match="multiple_rule: expected 'xu-mao' or 'per-annotator'"):
         aggregate_labels([("positive", "positive")] * 3, "vote")
 
 
 def test_mvsa_errors(mvsa_single, tmp_path):
-    with pytest.raises(ValueError, match=r"line 2: expected 3 'text,image' label pair\(s\), got 1 "
-                                         r"\(this looks like MVSA-Single: use 'mvsa-single'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"line 2: expected 3 'text,image' label pair\(s\), got 1 "
+        r"\(this looks like MVSA-Single: use 'mvsa-single'\)",
+    ):
         build_dataset("mvsa-multiple", "train", data_dir=mvsa_single)
     (mvsa_single / "labelResultAll.txt").write_text("ID\ttext,image\n1\tpositve,neutral\n")
-    with pytest.raises(ValueError, match=r"labelResultAll.txt line 2: expected 'text,image' with labels in .*'positve,neutral'"):
+    with pytest.raises(
+        ValueError,
+        match=r"labelResultAll.txt line 2: expected 'text,image' with labels in .*'positve,neutral'",
+    ):
         read_mvsa(mvsa_single, "single")
     (mvsa_single / "labelResultAll.txt").write_text("ID\ttext,image\n99\tpositive,neutral\n")
     with pytest.raises(FileNotFoundError, match=r"MVSA text file .*99.txt' does not exist"):
@@ -150,13 +207,18 @@ def test_mvsa_errors(mvsa_single, tmp_path):
 
 # ---- MVSA, CLMLF JSON splits -------------------------------------------------------------------
 
+
 def make_clmlf(root):
     folder = root / "MVSA-single" / "10-flod-1"
     folder.mkdir(parents=True)
-    splits = {"train": [{"id": "11", "text": "good day ", "emotion_label": 0},
-                        {"id": 12, "text": "meh", "emotion_label": 1}],
-              "dev": [{"id": "13", "text": "bad day", "emotion_label": 2}],
-              "test": [{"id": "14", "text": "?? fine", "emotion_label": 0}]}
+    splits = {
+        "train": [
+            {"id": "11", "text": "good day ", "emotion_label": 0},
+            {"id": 12, "text": "meh", "emotion_label": 1},
+        ],
+        "dev": [{"id": "13", "text": "bad day", "emotion_label": 2}],
+        "test": [{"id": "14", "text": "?? fine", "emotion_label": 0}],
+    }
     for split, items in splits.items():
         (folder / f"{split}.json").write_text(json.dumps(items))
         for item in items:
@@ -168,11 +230,14 @@ def test_mvsa_json_splits(tmp_path):
     folder = make_clmlf(tmp_path)
     train = build_dataset("mvsa-json", "train", data_dir=folder)  # images found in ../dataset_image
     assert [(s["id"], s["text"], s["labels"]) for s in (train[0], train[1])] == [
-        ("11", "good day", {"sentiment": 0}), ("12", "meh", {"sentiment": 1})]
+        ("11", "good day", {"sentiment": 0}),
+        ("12", "meh", {"sentiment": 1}),
+    ]
     assert train.tasks == {"sentiment": ("positive", "neutral", "negative")}
     assert build_dataset("mvsa-json", "dev", data_dir=folder)[0]["labels"] == {"sentiment": 2}
-    assert build_dataset("mvsa-json", "test", data_dir=folder,
-                         image_dir=str(tmp_path / "MVSA-single" / "dataset_image"))[0]["image"].size == (24, 16)
+    assert build_dataset(
+        "mvsa-json", "test", data_dir=folder, image_dir=str(tmp_path / "MVSA-single" / "dataset_image")
+    )[0]["image"].size == (24, 16)
 
 
 def test_mvsa_json_errors(tmp_path):
@@ -181,7 +246,9 @@ def test_mvsa_json_errors(tmp_path):
     with pytest.raises(ValueError, match=r"dev.json item 0 \(id '1'\): emotion_label must be 0 \(positive\)"):
         build_dataset("mvsa-json", "dev", data_dir=folder)
     (folder / "dev.json").write_text(json.dumps([{"id": "1", "label": 0}]))
-    with pytest.raises(ValueError, match="dev.json item 0: expected an object with keys 'id', 'text', 'emotion_label'"):
+    with pytest.raises(
+        ValueError, match="dev.json item 0: expected an object with keys 'id', 'text', 'emotion_label'"
+    ):
         build_dataset("mvsa-json", "dev", data_dir=folder)
     (folder / "dev.json").write_text("{}")
     with pytest.raises(ValueError, match="dev.json: expected a JSON list"):
@@ -199,9 +266,9 @@ def test_mvsa_json_errors(tmp_path):
 # ---- MSED --------------------------------------------------------------------------------------
 
 MSED_TRAIN = (
-    'Title,Caption,Sentiment,Emotion,Desire,Inference Sequence\n'
+    "Title,Caption,Sentiment,Emotion,Desire,Inference Sequence\n"
     '"Happy kids, running",Kids run on the beach,positive,happiness,curiosity,"seq, 1"\n'
-    'Angry man,Angry man,negative,anger,vengeance,x\n'
+    "Angry man,Angry man,negative,anger,vengeance,x\n"
     'Revenge,"A series on ""problematic"" relationships",Negative ,Fear,none,y\n'
     'Quiet lake,"Man fishing\nat dawn",neutral,neutral,tranquility,z\n'
 )
@@ -223,14 +290,22 @@ def test_msed_reader(tmp_path):
     assert train.num_classes == {"sentiment": 3, "emotion": 6, "desire": 7}
     samples = [train[i] for i in range(len(train))]
     assert [s["id"] for s in samples] == ["train/1", "train/2", "train/3", "train/4"]
-    assert [s["text"] for s in samples] == ["Happy kids, running Kids run on the beach", "Angry man",
-                                            'Revenge A series on "problematic" relationships',
-                                            "Quiet lake Man fishing\nat dawn"]
+    assert [s["text"] for s in samples] == [
+        "Happy kids, running Kids run on the beach",
+        "Angry man",
+        'Revenge A series on "problematic" relationships',
+        "Quiet lake Man fishing\nat dawn",
+    ]
     assert [s["labels"] for s in samples] == [
-        {"sentiment": 0, "emotion": 0, "desire": 1}, {"sentiment": 2, "emotion": 4, "desire": 0},
-        {"sentiment": 2, "emotion": 5, "desire": 6}, {"sentiment": 1, "emotion": 2, "desire": 4}]
+        {"sentiment": 0, "emotion": 0, "desire": 1},
+        {"sentiment": 2, "emotion": 4, "desire": 0},
+        {"sentiment": 2, "emotion": 5, "desire": 6},
+        {"sentiment": 1, "emotion": 2, "desire": 4},
+    ]
     # image of row N is images/N.jpg
-    assert np.array_equal(np.asarray(samples[2]["image"]), np.asarray(load_image(root / "train/images/3.jpg")))
+    assert np.array_equal(
+        np.asarray(samples[2]["image"]), np.asarray(load_image(root / "train/images/3.jpg"))
+    )
     dev = build_dataset("msed", "dev", data_dir=root, tasks=["emotion"], text="caption")
     assert dev[0]["labels"] == {"emotion": 0} and dev[0]["text"] == "Father and son"
 
@@ -238,8 +313,11 @@ def test_msed_reader(tmp_path):
 def test_msed_errors(tmp_path):
     root = make_msed(tmp_path / "MSED")
     (root / "dev" / "dev.csv").write_text("Title,Caption,Sentiment,Emotion,Desire\nA,B,positive,joy,none\n")
-    with pytest.raises(ValueError, match=r"dev.csv row 1 \(line 2\): Emotion must be one of happiness, sad, neutral, "
-                                         r"disgust, anger, fear, got 'joy'"):
+    with pytest.raises(
+        ValueError,
+        match=r"dev.csv row 1 \(line 2\): Emotion must be one of happiness, sad, neutral, "
+        r"disgust, anger, fear, got 'joy'",
+    ):
         build_dataset("msed", "dev", data_dir=root)
     (root / "dev" / "dev.csv").write_text("Title,Sentiment,Emotion,Desire\nA,positive,sad,none\n")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['Caption'\]"):
@@ -249,6 +327,7 @@ def test_msed_errors(tmp_path):
 
 
 # ---- bad images inside a data set --------------------------------------------------------------
+
 
 @pytest.fixture
 def msed_with_bad_images(tmp_path):
@@ -261,22 +340,30 @@ def msed_with_bad_images(tmp_path):
 def test_bad_image_is_a_clear_error_by_default(msed_with_bad_images):
     train = build_dataset("msed", "train", data_dir=msed_with_bad_images)
     assert len(train) == 4 and train[0]["image"] is not None
-    with pytest.raises(BadImageError, match=r"images/2.jpg': file does not exist \(item 'train/2' of msed/train; "
-                                            r"pass on_bad_image='skip'"):
+    with pytest.raises(
+        BadImageError,
+        match=r"images/2.jpg': file does not exist \(item 'train/2' of msed/train; "
+        r"pass on_bad_image='skip'",
+    ):
         train[1]
     with pytest.raises(BadImageError, match=r"images/4.jpg': corrupt or truncated image data"):
         train[3]
 
 
 def fake_processor(texts, images):
-    return {"input_ids": torch.tensor([[len(t)] for t in texts]),
-            "attention_mask": torch.ones(len(texts), 1, dtype=torch.long),
-            "pixel_values": torch.stack([torch.from_numpy(np.array(i.resize((4, 4)))).permute(2, 0, 1).float()
-                                         for i in images])}
+    return {
+        "input_ids": torch.tensor([[len(t)] for t in texts]),
+        "attention_mask": torch.ones(len(texts), 1, dtype=torch.long),
+        "pixel_values": torch.stack(
+            [torch.from_numpy(np.array(i.resize((4, 4)))).permute(2, 0, 1).float() for i in images]
+        ),
+    }
 
 
 def test_skip_bad_images_with_a_warning_and_a_count(msed_with_bad_images):
-    with pytest.warns(UserWarning, match=r"msed/train: skipping 2 item\(s\) with missing or corrupt images") as caught:
+    with pytest.warns(
+        UserWarning, match=r"msed/train: skipping 2 item\(s\) with missing or corrupt images"
+    ) as caught:
         train = build_dataset("msed", "train", data_dir=msed_with_bad_images, on_bad_image="skip")
     assert "2.jpg (file does not exist)" in str(caught[0].message)
     assert len(train) == 2 and [s.id for s in train.skipped] == ["train/2", "train/4"]

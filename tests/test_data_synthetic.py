@@ -25,7 +25,8 @@ from mmfuse.data.synthetic import (
 def test_ceilings_match_closed_forms(eps):
     e = Fraction(eps)
     sentiment = bayes_ceilings("sentiment", float(eps))
-    # P(y | t): t=neg -> (2/3, 1/3, 0), t=neu -> uniform, t=pos -> (0, 1/3, 2/3); noise moves ε to the others.
+    # P(y | t): t=neg -> (2/3, 1/3, 0), t=neu -> uniform, t=pos -> (0, 1/3, 2/3);
+    # noise moves ε of the mass to the other classes.
     assert sentiment.text == sentiment.image == Fraction(5, 9) - e / 3
     assert sentiment.fused == 1 - e
     match = bayes_ceilings("match", float(eps))
@@ -75,13 +76,16 @@ def test_sample_format_sizes_and_vocabulary():
         ds[25]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"split": "valid"}, "split: expected one of"),
-    ({"size": 0}, "size: expected a positive int"),
-    ({"image_size": 8}, "image_size: expected an int >= 16"),
-    ({"tasks": ["emotion"]}, r"unknown task\(s\) \['emotion'\]"),
-    ({"label_noise": -0.1}, "label_noise"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"split": "valid"}, "split: expected one of"),
+        ({"size": 0}, "size: expected a positive int"),
+        ({"image_size": 8}, "image_size: expected an int >= 16"),
+        ({"tasks": ["emotion"]}, r"unknown task\(s\) \['emotion'\]"),
+        ({"label_noise": -0.1}, "label_noise"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticDataset(**kwargs)
@@ -94,13 +98,16 @@ def test_factors_are_balanced_and_noise_is_exact():
     cells = collections.Counter((it.text_polarity, it.image_polarity, it.match) for it in items)
     assert set(cells.values()) == {n // 18}
     for task in ("sentiment", "match"):
-        wrong = sum(ds.labels_of(i)[task] != clean_label(task, it.text_polarity, it.image_polarity, it.match)
-                    for i, it in enumerate(items))
+        wrong = sum(
+            ds.labels_of(i)[task] != clean_label(task, it.text_polarity, it.image_polarity, it.match)
+            for i, it in enumerate(items)
+        )
         assert wrong == round(0.1 * n)
     assert all((it.caption_shape == it.image_shape) == bool(it.match) for it in items)
 
 
 # ---- empirical check: classifiers on features extracted from the rendered samples --------------
+
 
 def _image_features(image) -> tuple[str, str]:
     """(colour, shape) read off the pixels: the shape is every pixel with a dark channel (the
@@ -156,16 +163,25 @@ def test_unimodal_classifiers_stay_under_the_ceiling_and_fusion_beats_them():
 
     def fused(text_rows, img_rows):
         shapes_in_text = [next(w for w in row if w in SHAPES) for row in text_rows]
-        return np.hstack([_one_hot(text_rows, vocab), _one_hot([list(r) for r in img_rows], img_vocab),
-                          _one_hot([[f"{a}>{b}"] for a, (_, b) in zip(shapes_in_text, img_rows)], cross)])
+        return np.hstack(
+            [
+                _one_hot(text_rows, vocab),
+                _one_hot([list(r) for r in img_rows], img_vocab),
+                _one_hot([[f"{a}>{b}"] for a, (_, b) in zip(shapes_in_text, img_rows)], cross),
+            ]
+        )
 
     n = len(test)
     for task in ("sentiment", "match"):
         ceil = bayes_ceilings(task, eps).as_dict()
         # unimodal: logistic regression on the bag of words / on the joint (colour, shape) one-hot
         acc_text = fit_score(_one_hot(tr_text, vocab), tr_y[task], _one_hot(te_text, vocab), te_y[task])
-        acc_image = fit_score(_one_hot([["/".join(r)] for r in tr_img], joint_img), tr_y[task],
-                              _one_hot([["/".join(r)] for r in te_img], joint_img), te_y[task])
+        acc_image = fit_score(
+            _one_hot([["/".join(r)] for r in tr_img], joint_img),
+            tr_y[task],
+            _one_hot([["/".join(r)] for r in te_img], joint_img),
+            te_y[task],
+        )
         for acc, c in ((acc_text, ceil["text"]), (acc_image, ceil["image"])):
             sigma = math.sqrt(c * (1 - c) / n)
             assert acc <= c + 3 * sigma, (task, acc, c)

@@ -30,9 +30,10 @@ import collections
 import dataclasses
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -116,7 +117,9 @@ def check_tasks(tasks: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]
     return out
 
 
-def select_tasks(requested: Sequence[str] | None, available: Mapping[str, Sequence[str]], where: str) -> dict[str, tuple[str, ...]]:
+def select_tasks(
+    requested: Sequence[str] | None, available: Mapping[str, Sequence[str]], where: str
+) -> dict[str, tuple[str, ...]]:
     """The ``available`` tasks named in ``requested`` (all of them when ``None``), in request order."""
     if requested is None:
         return {task: tuple(names) for task, names in available.items()}
@@ -145,7 +148,7 @@ def split_indices(n: int, fractions: Mapping[str, float], seed: int) -> dict[str
     out, start, cumulative = {}, 0, 0.0
     for i, (name, frac) in enumerate(fractions.items()):
         cumulative += frac
-        stop = n if i == len(fractions) - 1 else int(round(cumulative * n))
+        stop = n if i == len(fractions) - 1 else round(cumulative * n)
         out[name] = np.sort(order[start:stop])
         start = stop
     return out
@@ -231,12 +234,16 @@ class RecordDataset(ClassificationDataset):
 
     def _check_labels(self, record: Record) -> None:
         if set(record.labels) != set(self.tasks):
-            raise ValueError(f"{self.name}: item {record.id!r} has labels for {sorted(record.labels)}, "
-                             f"expected {sorted(self.tasks)}")
+            raise ValueError(
+                f"{self.name}: item {record.id!r} has labels for {sorted(record.labels)}, "
+                f"expected {sorted(self.tasks)}"
+            )
         for task, value in record.labels.items():
             if not isinstance(value, (int, np.integer)) or not 0 <= value < len(self.tasks[task]):
-                raise ValueError(f"{self.name}: item {record.id!r} label {task}={value!r} is not a class index "
-                                 f"in [0, {len(self.tasks[task])})")
+                raise ValueError(
+                    f"{self.name}: item {record.id!r} label {task}={value!r} is not a class index "
+                    f"in [0, {len(self.tasks[task])})"
+                )
 
     def _drop_bad_images(self) -> None:
         paths = [r.image_path for r in self.records if r.image_path is not None]
@@ -253,9 +260,11 @@ class RecordDataset(ClassificationDataset):
         self.records = kept
         if self.skipped:
             shown = "; ".join(f"{s.path} ({s.reason})" for s in self.skipped[:3])
-            warnings.warn(f"{self.name}/{self.split}: skipping {len(self.skipped)} item(s) with missing or "
-                          f"corrupt images (on_bad_image='skip'): {shown}{'; ...' if len(self.skipped) > 3 else ''}",
-                          stacklevel=3)
+            warnings.warn(
+                f"{self.name}/{self.split}: skipping {len(self.skipped)} item(s) with missing or "
+                f"corrupt images (on_bad_image='skip'): {shown}{'; ...' if len(self.skipped) > 3 else ''}",
+                stacklevel=3,
+            )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -271,10 +280,16 @@ class RecordDataset(ClassificationDataset):
                 image = load_image(record.image_path)
             except BadImageError as exc:
                 if self.on_bad_image == "error":
-                    raise BadImageError(exc.path, f"{exc.reason} (item {record.id!r} of {self.name}/{self.split}; "
-                                        "pass on_bad_image='skip' to leave such items out)") from None
+                    raise BadImageError(
+                        exc.path,
+                        f"{exc.reason} (item {record.id!r} of {self.name}/{self.split}; "
+                        "pass on_bad_image='skip' to leave such items out)",
+                    ) from None
                 self.late_failures.append(SkippedItem(record.id, exc.path, exc.reason))
-                warnings.warn(f"{self.name}/{self.split}: image of item {record.id!r} became unreadable after "
-                              f"validation, dropping it from this batch: {exc}", stacklevel=2)
+                warnings.warn(
+                    f"{self.name}/{self.split}: image of item {record.id!r} became unreadable after "
+                    f"validation, dropping it from this batch: {exc}",
+                    stacklevel=2,
+                )
                 return None
         return {"id": record.id, "text": record.text, "image": image, "labels": dict(record.labels)}

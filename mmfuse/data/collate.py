@@ -19,7 +19,8 @@ collator returns ``None``, which training / evaluation loops skip.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -39,13 +40,25 @@ class ClassificationCollator:
         return_ids: also put ``batch["ids"]``, the list of sample ids (for predictions).
     """
 
-    def __init__(self, processor: Processor, *, tasks: Sequence[str] | None = None, blank_image_size: int = 32,
-                 return_ids: bool = False) -> None:
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        tasks: Sequence[str] | None = None,
+        blank_image_size: int = 32,
+        return_ids: bool = False,
+    ) -> None:
         if not callable(processor):
-            raise TypeError(f"processor: expected a callable processor(texts, images), got {type(processor).__name__}")
+            raise TypeError(
+                f"processor: expected a callable processor(texts, images), got {type(processor).__name__}"
+            )
         if isinstance(tasks, str):
             raise TypeError(f"tasks: expected a list of task names, got the string {tasks!r}")
-        if isinstance(blank_image_size, bool) or not isinstance(blank_image_size, int) or blank_image_size < 1:
+        if (
+            isinstance(blank_image_size, bool)
+            or not isinstance(blank_image_size, int)
+            or blank_image_size < 1
+        ):
             raise ValueError(f"blank_image_size: expected a positive int, got {blank_image_size!r}")
         self.processor = processor
         self.tasks = None if tasks is None else list(tasks)
@@ -63,9 +76,13 @@ class ClassificationCollator:
             return None
         for s in kept:
             if not isinstance(s, Mapping) or "text" not in s or "image" not in s:
-                raise TypeError(f"collate: expected raw samples with 'text' and 'image' keys, got {str(s)[:80]!r}")
+                raise TypeError(
+                    f"collate: expected raw samples with 'text' and 'image' keys, got {str(s)[:80]!r}"
+                )
             if not isinstance(s["text"], str):
-                raise TypeError(f"collate: sample {s.get('id')!r}: 'text' must be a str, got {type(s['text']).__name__}")
+                raise TypeError(
+                    f"collate: sample {s.get('id')!r}: 'text' must be a str, got {type(s['text']).__name__}"
+                )
         texts = [s["text"] for s in kept]
         has_image = [s["image"] is not None for s in kept]
         images = [s["image"] if s["image"] is not None else self.blank_image() for s in kept]
@@ -76,7 +93,9 @@ class ClassificationCollator:
         size = len(kept)
         for key, value in batch.items():
             if isinstance(value, torch.Tensor) and (value.dim() == 0 or value.shape[0] != size):
-                raise ValueError(f"processor output {key!r} has shape {tuple(value.shape)}, expected batch size {size} first")
+                raise ValueError(
+                    f"processor output {key!r} has shape {tuple(value.shape)}, expected batch size {size} first"
+                )
         if "labels" in batch:
             raise ValueError("processor output already has a 'labels' key; the collator adds labels itself")
         labels = self._labels(kept)
@@ -102,8 +121,10 @@ class ClassificationCollator:
             for s in samples:
                 value = s["labels"].get(task)
                 if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                    raise ValueError(f"collate: sample {s.get('id')!r}: labels[{task!r}] must be a class index "
-                                     f"(int >= 0), got {value!r}")
+                    raise ValueError(
+                        f"collate: sample {s.get('id')!r}: labels[{task!r}] must be a class index "
+                        f"(int >= 0), got {value!r}"
+                    )
                 values.append(int(value))
             out[task] = torch.tensor(values, dtype=torch.long)
         return out

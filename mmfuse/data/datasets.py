@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from mmfuse.config import ConfigError, call_with_config
 from mmfuse.data.base import ClassificationDataset
@@ -36,12 +36,20 @@ def build_synthetic(
 ) -> SyntheticDataset:
     """One split of the embedded synthetic set (no files; ``data_dir`` must not be given)."""
     if data_dir is not None:
-        raise ValueError(f"synthetic: the data set is generated, data_dir must not be given (got {str(data_dir)!r})")
+        raise ValueError(
+            f"synthetic: the data set is generated, data_dir must not be given (got {str(data_dir)!r})"
+        )
     sizes = {"train": train_size, "dev": dev_size, "test": test_size}
     if split not in sizes:
         raise ValueError(f"synthetic: split: expected 'train', 'dev' or 'test', got {split!r}")
-    return SyntheticDataset(split, size=sizes[split], seed=seed, image_size=image_size, label_noise=label_noise,
-                            tasks=["sentiment"] if tasks is None else tasks)
+    return SyntheticDataset(
+        split,
+        size=sizes[split],
+        seed=seed,
+        image_size=image_size,
+        label_noise=label_noise,
+        tasks=["sentiment"] if tasks is None else tasks,
+    )
 
 
 #: Registered data sets; :func:`register_dataset` adds more (e.g. the Twitter-2015/2017 readers).
@@ -69,8 +77,9 @@ def register_dataset(name: str, builder: DatasetBuilder, *, replace: bool = Fals
     DATASETS[name] = builder
 
 
-def build_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
-                  **options: object) -> ClassificationDataset:
+def build_dataset(
+    name: str, split: str, data_dir: str | os.PathLike[str] | None = None, **options: object
+) -> ClassificationDataset:
     """Build split ``split`` of the data set ``name`` from ``data_dir`` with builder ``options``.
 
     Raises :class:`~mmfuse.config.ConfigError` for an unknown name (with a close-match hint) or
@@ -82,5 +91,6 @@ def build_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None
         close = difflib.get_close_matches(str(name), list(DATASETS), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"dataset: unknown data set {name!r}{hint}; known: {', '.join(list_datasets())}")
-    return call_with_config(builder, options, where=name, split=split,
-                            data_dir=None if data_dir is None else os.fspath(data_dir))
+    return call_with_config(
+        builder, options, where=name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir)
+    )

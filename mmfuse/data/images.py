@@ -83,7 +83,9 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def find_image(folder: str | os.PathLike[str], stem: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Path:
+def find_image(
+    folder: str | os.PathLike[str], stem: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+) -> Path:
     """The path of ``<folder>/<stem><ext>`` for the first extension that exists.
 
     When none exists the ``.jpg`` path is returned (the conventional name), so the error raised

@@ -31,15 +31,39 @@ from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, sel
 
 SENTIMENT_CLASSES: tuple[str, ...] = ("positive", "neutral", "negative")
 EMOTION_CLASSES: tuple[str, ...] = ("happiness", "sad", "neutral", "disgust", "anger", "fear")
-DESIRE_CLASSES: tuple[str, ...] = ("vengeance", "curiosity", "social-contact", "family", "tranquility", "romance", "none")
-TASKS: dict[str, tuple[str, ...]] = {"sentiment": SENTIMENT_CLASSES, "emotion": EMOTION_CLASSES, "desire": DESIRE_CLASSES}
-_COLUMNS = {"title": "Title", "caption": "Caption", "sentiment": "Sentiment", "emotion": "Emotion", "desire": "Desire"}
+DESIRE_CLASSES: tuple[str, ...] = (
+    "vengeance",
+    "curiosity",
+    "social-contact",
+    "family",
+    "tranquility",
+    "romance",
+    "none",
+)
+TASKS: dict[str, tuple[str, ...]] = {
+    "sentiment": SENTIMENT_CLASSES,
+    "emotion": EMOTION_CLASSES,
+    "desire": DESIRE_CLASSES,
+}
+_COLUMNS = {
+    "title": "Title",
+    "caption": "Caption",
+    "sentiment": "Sentiment",
+    "emotion": "Emotion",
+    "desire": "Desire",
+}
 TextField = Literal["title+caption", "title", "caption"]
 
 
-def read_msed_csv(path: str | os.PathLike[str], tasks: dict[str, tuple[str, ...]] | None = None,
-                  text: TextField = "title+caption") -> tuple[list[Record], ParseReport]:
-    """Records of one MSED csv: id ``<csv folder name>/<row>``, image ``<csv folder>/images/<row>.jpg`` (row 1-based)."""
+def read_msed_csv(
+    path: str | os.PathLike[str],
+    tasks: dict[str, tuple[str, ...]] | None = None,
+    text: TextField = "title+caption",
+) -> tuple[list[Record], ParseReport]:
+    """Records of one MSED csv.
+
+    Row N (1-based) gets id ``<csv folder name>/N`` and image ``<csv folder>/images/N.jpg``.
+    """
     tasks = TASKS if tasks is None else tasks
     if text not in ("title+caption", "title", "caption"):
         raise ValueError(f"text: expected 'title+caption', 'title' or 'caption', got {text!r}")
@@ -56,38 +80,51 @@ def read_msed_csv(path: str | os.PathLike[str], tasks: dict[str, tuple[str, ...]
         position = {name.strip().lower(): k for k, name in enumerate(header)}
         missing = [col for key, col in _COLUMNS.items() if key not in position]
         if missing:
-            raise ValueError(f"{p}: missing column(s) {missing}; expected a header with "
-                             f"{', '.join(_COLUMNS.values())} (optionally 'Inference Sequence'), got {header}")
+            raise ValueError(
+                f"{p}: missing column(s) {missing}; expected a header with "
+                f"{', '.join(_COLUMNS.values())} (optionally 'Inference Sequence'), got {header}"
+            )
         for row_number, fields in enumerate(reader, start=1):
             report.rows += 1
             if len(fields) < len(header):
-                raise ValueError(f"{p} row {row_number} (line {reader.line_num}): expected {len(header)} fields, "
-                                 f"got {len(fields)}")
-
-            def field(key: str) -> str:
-                return fields[position[key]].strip()
-
+                raise ValueError(
+                    f"{p} row {row_number} (line {reader.line_num}): expected {len(header)} fields, "
+                    f"got {len(fields)}"
+                )
+            field = {key: fields[position[key]].strip() for key in _COLUMNS}
             labels = {}
             for task, classes in tasks.items():
-                value = field(task).lower()
+                value = field[task].lower()
                 if value not in classes:
-                    raise ValueError(f"{p} row {row_number} (line {reader.line_num}): {_COLUMNS[task]} must be one of "
-                                     f"{', '.join(classes)}, got {field(task)!r}")
+                    raise ValueError(
+                        f"{p} row {row_number} (line {reader.line_num}): {_COLUMNS[task]} must be one of "
+                        f"{', '.join(classes)}, got {field[task]!r}"
+                    )
                 labels[task] = classes.index(value)
-            title, caption = field("title"), field("caption")
+            title, caption = field["title"], field["caption"]
             if text == "title":
                 body = title
             elif text == "caption":
                 body = caption
             else:
                 body = title if caption == title or not caption else f"{title} {caption}".strip()
-            records.append(Record(f"{p.parent.name}/{row_number}", body, labels, p.parent / "images" / f"{row_number}.jpg"))
+            records.append(
+                Record(
+                    f"{p.parent.name}/{row_number}", body, labels, p.parent / "images" / f"{row_number}.jpg"
+                )
+            )
     report.kept = len(records)
     return records, report
 
 
-def build_msed(split: str, data_dir: str | os.PathLike[str] | None, *, tasks: list[str] | None = None,
-               text: TextField = "title+caption", on_bad_image: OnBadImage = "error") -> RecordDataset:
+def build_msed(
+    split: str,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    tasks: list[str] | None = None,
+    text: TextField = "title+caption",
+    on_bad_image: OnBadImage = "error",
+) -> RecordDataset:
     """One split of MSED; ``tasks`` defaults to all three (sentiment, emotion, desire)."""
     if data_dir is None:
         raise ValueError("msed: data_dir is required (the MSED root with train/, dev/, test/)")
@@ -95,4 +132,6 @@ def build_msed(split: str, data_dir: str | os.PathLike[str] | None, *, tasks: li
         raise ValueError(f"msed: split: expected 'train', 'dev' or 'test', got {split!r}")
     selected = select_tasks(tasks, TASKS, "msed: tasks")
     records, report = read_msed_csv(Path(data_dir) / split / f"{split}.csv", selected, text)
-    return RecordDataset(records, selected, name="msed", split=split, on_bad_image=on_bad_image, report=report)
+    return RecordDataset(
+        records, selected, name="msed", split=split, on_bad_image=on_bad_image, report=report
+    )

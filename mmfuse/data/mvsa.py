@@ -37,8 +37,9 @@ from __future__ import annotations
 import collections
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, split_indices
 from mmfuse.data.images import find_image
@@ -69,7 +70,9 @@ def _majority(labels: Sequence[str]) -> str | None:
     return label if count >= 2 else None
 
 
-def aggregate_labels(pairs: Sequence[tuple[str, str]], rule: MultipleRule = "xu-mao") -> tuple[str | None, str]:
+def aggregate_labels(
+    pairs: Sequence[tuple[str, str]], rule: MultipleRule = "xu-mao"
+) -> tuple[str | None, str]:
     """Tweet label from the annotators' (text, image) pairs, and the reason when it is ``None``.
 
     One pair (MVSA-Single): :func:`combine_text_image`. Several pairs: ``rule`` (module docstring).
@@ -101,7 +104,9 @@ def read_label_file(path: str | os.PathLike[str], annotators: int) -> list[tuple
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"MVSA label file {str(p)!r} does not exist (expected {LABEL_FILE} in the data folder)")
+        raise FileNotFoundError(
+            f"MVSA label file {str(p)!r} does not exist (expected {LABEL_FILE} in the data folder)"
+        )
     out = []
     lines = p.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     for n, line in enumerate(lines, start=1):
@@ -114,14 +119,20 @@ def read_label_file(path: str | os.PathLike[str], annotators: int) -> list[tuple
         if not tweet_id.isdigit():
             raise ValueError(f"{p} line {n}: expected a numeric tweet ID first, got {tweet_id!r}")
         if len(cells) != annotators:
-            hint = {1: " (this looks like MVSA-Single: use 'mvsa-single')",
-                    3: " (this looks like MVSA-Multiple: use 'mvsa-multiple')"}.get(len(cells), "")
-            raise ValueError(f"{p} line {n}: expected {annotators} 'text,image' label pair(s), got {len(cells)}{hint}")
+            hint = {
+                1: " (this looks like MVSA-Single: use 'mvsa-single')",
+                3: " (this looks like MVSA-Multiple: use 'mvsa-multiple')",
+            }.get(len(cells), "")
+            raise ValueError(
+                f"{p} line {n}: expected {annotators} 'text,image' label pair(s), got {len(cells)}{hint}"
+            )
         pairs = []
         for cell in cells:
             parts = [x.strip().lower() for x in cell.split(",")]
             if len(parts) != 2 or any(x not in MVSA_CLASSES for x in parts):
-                raise ValueError(f"{p} line {n}: expected 'text,image' with labels in {MVSA_CLASSES}, got {cell!r}")
+                raise ValueError(
+                    f"{p} line {n}: expected 'text,image' with labels in {MVSA_CLASSES}, got {cell!r}"
+                )
             pairs.append((parts[0], parts[1]))
         out.append((tweet_id, pairs))
     return out
@@ -140,7 +151,9 @@ def read_tweet_text(path: Path) -> str:
 
 
 def read_mvsa(
-    data_dir: str | os.PathLike[str], variant: Literal["single", "multiple"], multiple_rule: MultipleRule = "xu-mao"
+    data_dir: str | os.PathLike[str],
+    variant: Literal["single", "multiple"],
+    multiple_rule: MultipleRule = "xu-mao",
 ) -> tuple[list[Record], ParseReport]:
     """All labelled tweets of an original MVSA release, in label-file order, and a report."""
     if variant not in _VARIANT_ANNOTATORS:
@@ -148,7 +161,9 @@ def read_mvsa(
     root = Path(data_dir)
     folder = root / DATA_FOLDER
     if not folder.is_dir():
-        raise FileNotFoundError(f"mvsa-{variant}: expected a '{DATA_FOLDER}' folder of <ID>.txt / <ID>.jpg in {str(root)!r}")
+        raise FileNotFoundError(
+            f"mvsa-{variant}: expected a '{DATA_FOLDER}' folder of <ID>.txt / <ID>.jpg in {str(root)!r}"
+        )
     report = ParseReport(source=str(root / LABEL_FILE))
     records = []
     for tweet_id, pairs in read_label_file(root / LABEL_FILE, _VARIANT_ANNOTATORS[variant]):
@@ -157,14 +172,28 @@ def read_mvsa(
         if label is None:
             report.drop(reason, tweet_id)
             continue
-        records.append(Record(tweet_id, read_tweet_text(folder / f"{tweet_id}.txt"),
-                              {"sentiment": MVSA_CLASSES.index(label)}, find_image(folder, tweet_id)))
+        records.append(
+            Record(
+                tweet_id,
+                read_tweet_text(folder / f"{tweet_id}.txt"),
+                {"sentiment": MVSA_CLASSES.index(label)},
+                find_image(folder, tweet_id),
+            )
+        )
     report.kept = len(records)
     return records, report
 
 
-def _build_original(variant: Literal["single", "multiple"], split: str, data_dir, seed: int, dev_fraction: float,
-                    test_fraction: float, multiple_rule: MultipleRule, on_bad_image: OnBadImage) -> RecordDataset:
+def _build_original(
+    variant: Literal["single", "multiple"],
+    split: str,
+    data_dir,
+    seed: int,
+    dev_fraction: float,
+    test_fraction: float,
+    multiple_rule: MultipleRule,
+    on_bad_image: OnBadImage,
+) -> RecordDataset:
     name = f"mvsa-{variant}"
     if data_dir is None:
         raise ValueError(f"{name}: data_dir is required (the folder with {LABEL_FILE} and {DATA_FOLDER}/)")
@@ -176,30 +205,54 @@ def _build_original(variant: Literal["single", "multiple"], split: str, data_dir
     if dev_fraction + test_fraction >= 1:
         raise ValueError(f"{name}: dev_fraction + test_fraction must be < 1")
     records, report = read_mvsa(data_dir, variant, multiple_rule)
-    index = split_indices(len(records), {"train": 1 - dev_fraction - test_fraction, "dev": dev_fraction,
-                                         "test": test_fraction}, seed)[split]
-    return RecordDataset([records[i] for i in index], TASKS, name=name, split=split,
-                         on_bad_image=on_bad_image, report=report)
+    index = split_indices(
+        len(records),
+        {"train": 1 - dev_fraction - test_fraction, "dev": dev_fraction, "test": test_fraction},
+        seed,
+    )[split]
+    return RecordDataset(
+        [records[i] for i in index], TASKS, name=name, split=split, on_bad_image=on_bad_image, report=report
+    )
 
 
-def build_mvsa_single(split: str, data_dir: str | os.PathLike[str] | None, *, seed: int = 0,
-                      dev_fraction: float = 0.1, test_fraction: float = 0.1,
-                      on_bad_image: OnBadImage = "error") -> RecordDataset:
+def build_mvsa_single(
+    split: str,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    seed: int = 0,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    on_bad_image: OnBadImage = "error",
+) -> RecordDataset:
     """One split of MVSA-Single from the original release (8:1:1 by ``seed``)."""
-    return _build_original("single", split, data_dir, seed, dev_fraction, test_fraction, "xu-mao", on_bad_image)
+    return _build_original(
+        "single", split, data_dir, seed, dev_fraction, test_fraction, "xu-mao", on_bad_image
+    )
 
 
-def build_mvsa_multiple(split: str, data_dir: str | os.PathLike[str] | None, *, seed: int = 0,
-                        dev_fraction: float = 0.1, test_fraction: float = 0.1, multiple_rule: MultipleRule = "xu-mao",
-                        on_bad_image: OnBadImage = "error") -> RecordDataset:
+def build_mvsa_multiple(
+    split: str,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    seed: int = 0,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    multiple_rule: MultipleRule = "xu-mao",
+    on_bad_image: OnBadImage = "error",
+) -> RecordDataset:
     """One split of MVSA-Multiple from the original release (8:1:1 by ``seed``)."""
-    return _build_original("multiple", split, data_dir, seed, dev_fraction, test_fraction, multiple_rule,
-                           on_bad_image)
+    return _build_original(
+        "multiple", split, data_dir, seed, dev_fraction, test_fraction, multiple_rule, on_bad_image
+    )
 
 
 # ---- CLMLF JSON splits -------------------------------------------------------------------------
 
-_JSON_SPLIT_FILES = {"train": ("train.json",), "dev": ("dev.json", "valid.json", "val.json"), "test": ("test.json",)}
+_JSON_SPLIT_FILES = {
+    "train": ("train.json",),
+    "dev": ("dev.json", "valid.json", "val.json"),
+    "test": ("test.json",),
+}
 _IMAGE_DIR_CANDIDATES = ("dataset_image", "../dataset_image", "images", "../images", "data", "../data")
 
 
@@ -211,26 +264,45 @@ def read_mvsa_json(path: str | os.PathLike[str], image_dir: str | os.PathLike[st
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not valid JSON: {exc}") from exc
     if not isinstance(items, list):
-        raise ValueError(f"{p}: expected a JSON list of {{'id', 'text', 'emotion_label'}} objects, "
-                         f"got {type(items).__name__}")
+        raise ValueError(
+            f"{p}: expected a JSON list of {{'id', 'text', 'emotion_label'}} objects, "
+            f"got {type(items).__name__}"
+        )
     records = []
     for n, item in enumerate(items):
         if not isinstance(item, dict) or not {"id", "text", "emotion_label"} <= set(item):
-            raise ValueError(f"{p} item {n}: expected an object with keys 'id', 'text', 'emotion_label', got {str(item)[:80]!r}")
+            raise ValueError(
+                f"{p} item {n}: expected an object with keys 'id', 'text', 'emotion_label', got {str(item)[:80]!r}"
+            )
         label = item["emotion_label"]
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(MVSA_CLASSES):
-            raise ValueError(f"{p} item {n} (id {item['id']!r}): emotion_label must be 0 (positive), 1 (neutral) "
-                             f"or 2 (negative), got {label!r}")
+            raise ValueError(
+                f"{p} item {n} (id {item['id']!r}): emotion_label must be 0 (positive), 1 (neutral) "
+                f"or 2 (negative), got {label!r}"
+            )
         if not isinstance(item["text"], str):
-            raise ValueError(f"{p} item {n} (id {item['id']!r}): text must be a string, got {type(item['text']).__name__}")
+            raise ValueError(
+                f"{p} item {n} (id {item['id']!r}): text must be a string, got {type(item['text']).__name__}"
+            )
         tweet_id = str(item["id"])
-        records.append(Record(tweet_id, item["text"].strip(), {"sentiment": label},
-                              find_image(image_dir, tweet_id) if image_dir is not None else None))
+        records.append(
+            Record(
+                tweet_id,
+                item["text"].strip(),
+                {"sentiment": label},
+                find_image(image_dir, tweet_id) if image_dir is not None else None,
+            )
+        )
     return records
 
 
-def build_mvsa_json(split: str, data_dir: str | os.PathLike[str] | None, *, image_dir: str | None = None,
-                    on_bad_image: OnBadImage = "error") -> RecordDataset:
+def build_mvsa_json(
+    split: str,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    image_dir: str | None = None,
+    on_bad_image: OnBadImage = "error",
+) -> RecordDataset:
     """One split of a CLMLF-style MVSA folder (``{train,dev,test}.json``).
 
     ``image_dir`` defaults to the first existing of ``dataset_image``, ``../dataset_image``,
@@ -247,12 +319,16 @@ def build_mvsa_json(split: str, data_dir: str | os.PathLike[str] | None, *, imag
     if image_dir is None:
         found = next((root / c for c in _IMAGE_DIR_CANDIDATES if (root / c).is_dir()), None)
         if found is None:
-            raise FileNotFoundError(f"mvsa-json: no image folder found next to {str(root)!r} (looked for "
-                                    f"{', '.join(_IMAGE_DIR_CANDIDATES)}); pass image_dir")
+            raise FileNotFoundError(
+                f"mvsa-json: no image folder found next to {str(root)!r} (looked for "
+                f"{', '.join(_IMAGE_DIR_CANDIDATES)}); pass image_dir"
+            )
         image_dir = str(found.resolve())
     elif not Path(image_dir).is_dir():
         raise FileNotFoundError(f"mvsa-json: image_dir {image_dir!r} is not a folder")
     report = ParseReport(source=str(path))
     records = read_mvsa_json(path, image_dir)
     report.rows = report.kept = len(records)
-    return RecordDataset(records, TASKS, name="mvsa-json", split=split, on_bad_image=on_bad_image, report=report)
+    return RecordDataset(
+        records, TASKS, name="mvsa-json", split=split, on_bad_image=on_bad_image, report=report
+    )

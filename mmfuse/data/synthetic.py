@@ -50,8 +50,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -69,7 +69,11 @@ SENTIMENT_WORDS: dict[int, tuple[str, ...]] = {
     2: ("lovely", "great", "wonderful", "happy"),
 }
 #: Shape colours by image polarity (0 negative, 1 neutral, 2 positive).
-COLOURS_BY_POLARITY: dict[int, tuple[str, ...]] = {0: ("red", "purple"), 1: ("blue", "gray"), 2: ("green", "yellow")}
+COLOURS_BY_POLARITY: dict[int, tuple[str, ...]] = {
+    0: ("red", "purple"),
+    1: ("blue", "gray"),
+    2: ("green", "yellow"),
+}
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "purple": (130, 40, 170),
@@ -83,11 +87,20 @@ OPENERS: tuple[str, ...] = ("look at this", "check out this", "here is this", "i
 SUFFIXES: tuple[str, ...] = ("", "today", "again", "here", "now")
 
 #: Every word a caption can contain (lower case, sorted); captions are these words joined by spaces.
-SYNTHETIC_VOCABULARY: tuple[str, ...] = tuple(sorted({
-    word
-    for phrase in (*OPENERS, *SUFFIXES, *SHAPES, *itertools.chain.from_iterable(SENTIMENT_WORDS.values()))
-    for word in phrase.split()
-}))
+SYNTHETIC_VOCABULARY: tuple[str, ...] = tuple(
+    sorted(
+        {
+            word
+            for phrase in (
+                *OPENERS,
+                *SUFFIXES,
+                *SHAPES,
+                *itertools.chain.from_iterable(SENTIMENT_WORDS.values()),
+            )
+            for word in phrase.split()
+        }
+    )
+)
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 _SPLIT_CODES = {"train": 0, "dev": 1, "test": 2}
@@ -141,11 +154,21 @@ def bayes_ceilings(task: str = "sentiment", label_noise: float = DEFAULT_LABEL_N
         y0 = clean_label(task, t, i, m)
         for colour in COLOURS_BY_POLARITY[i]:
             for caption_shape in caption_shapes:
-                p = third * third * half * third * Fraction(1, len(COLOURS_BY_POLARITY[i])) * Fraction(1, len(caption_shapes))
+                p = (
+                    third
+                    * third
+                    * half
+                    * third
+                    * Fraction(1, len(COLOURS_BY_POLARITY[i]))
+                    * Fraction(1, len(caption_shapes))
+                )
                 for y in range(n_classes):
                     p_y = p * ((1 - eps) if y == y0 else eps / (n_classes - 1))
-                    for table, key in ((joint_text, (t, caption_shape)), (joint_image, (colour, image_shape)),
-                                       (joint_fused, (t, caption_shape, colour, image_shape))):
+                    for table, key in (
+                        (joint_text, (t, caption_shape)),
+                        (joint_image, (colour, image_shape)),
+                        (joint_fused, (t, caption_shape, colour, image_shape)),
+                    ):
                         table.setdefault(key, [Fraction(0)] * n_classes)[y] += p_y
 
     def ceiling(table: dict[tuple, list[Fraction]]) -> Fraction:
@@ -155,7 +178,11 @@ def bayes_ceilings(task: str = "sentiment", label_noise: float = DEFAULT_LABEL_N
 
 
 def _check_noise(label_noise: float) -> Fraction:
-    if isinstance(label_noise, bool) or not isinstance(label_noise, (int, float)) or not 0 <= label_noise < 0.5:
+    if (
+        isinstance(label_noise, bool)
+        or not isinstance(label_noise, (int, float))
+        or not 0 <= label_noise < 0.5
+    ):
         raise ValueError(f"label_noise: expected a number in [0, 0.5), got {label_noise!r}")
     return Fraction(str(label_noise))  # 0.05 -> 1/20 exactly
 
@@ -218,14 +245,18 @@ class SyntheticDataset(ClassificationDataset):
         rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODES[split]]))
         # Exactly balanced factors: every (t, i, m) cell n // 18 times, the remainder in distinct cells.
         cells = np.array(list(itertools.product(range(3), range(3), range(2))), dtype=np.int64)
-        assignment = np.concatenate([np.repeat(np.arange(_N_CELLS), size // _N_CELLS),
-                                     rng.choice(_N_CELLS, size % _N_CELLS, replace=False)])
+        assignment = np.concatenate(
+            [
+                np.repeat(np.arange(_N_CELLS), size // _N_CELLS),
+                rng.choice(_N_CELLS, size % _N_CELLS, replace=False),
+            ]
+        )
         self._factors = cells[rng.permutation(assignment)]  # [size, 3]
         self._labels: dict[str, np.ndarray] = {}
-        for task in TASKS:  # generated for every task so that `tasks` does not change the items
-            n_classes = len(TASKS[task])
+        for task, classes in TASKS.items():  # every task is generated, so `tasks` never changes the items
+            n_classes = len(classes)
             labels = np.array([clean_label(task, *f) for f in self._factors], dtype=np.int64)
-            flipped = rng.choice(size, int(round(self.label_noise * size)), replace=False)
+            flipped = rng.choice(size, round(self.label_noise * size), replace=False)
             labels[flipped] = (labels[flipped] + rng.integers(1, n_classes, len(flipped))) % n_classes
             self._labels[task] = labels
 
@@ -249,13 +280,26 @@ class SyntheticDataset(ClassificationDataset):
         colour = COLOURS_BY_POLARITY[i][rng.integers(len(COLOURS_BY_POLARITY[i]))]
         shape = int(rng.integers(len(SHAPES)))
         caption_shape = shape if m else int(rng.choice([s for s in range(len(SHAPES)) if s != shape]))
-        words = [OPENERS[rng.integers(len(OPENERS))], SENTIMENT_WORDS[t][rng.integers(len(SENTIMENT_WORDS[t]))],
-                 SHAPES[caption_shape], SUFFIXES[rng.integers(len(SUFFIXES))]]
+        words = [
+            OPENERS[rng.integers(len(OPENERS))],
+            SENTIMENT_WORDS[t][rng.integers(len(SENTIMENT_WORDS[t]))],
+            SHAPES[caption_shape],
+            SUFFIXES[rng.integers(len(SUFFIXES))],
+        ]
         background = tuple(int(c) for c in rng.integers(205, 256, 3))
-        side = int(round(rng.uniform(0.45, 0.8) * self.image_size))
+        side = round(rng.uniform(0.45, 0.8) * self.image_size)
         x0, y0 = (int(v) for v in rng.integers(0, self.image_size - side + 1, 2))
-        return SyntheticItem(t, i, m, colour, SHAPES[shape], SHAPES[caption_shape],
-                             " ".join(w for w in words if w), background, (x0, y0, side))  # type: ignore[arg-type]
+        return SyntheticItem(
+            t,
+            i,
+            m,
+            colour,
+            SHAPES[shape],
+            SHAPES[caption_shape],
+            " ".join(w for w in words if w),
+            background,
+            (x0, y0, side),
+        )  # type: ignore[arg-type]
 
     def render(self, item: SyntheticItem) -> Image.Image:
         """Draw ``item``'s picture: one flat shape on a pale background."""
@@ -275,8 +319,12 @@ class SyntheticDataset(ClassificationDataset):
     def __getitem__(self, index: int) -> Sample:
         index = self._index(index)
         item = self.item(index)
-        return {"id": f"synthetic-{self.split}-{index:06d}", "text": item.caption, "image": self.render(item),
-                "labels": self.labels_of(index)}
+        return {
+            "id": f"synthetic-{self.split}-{index:06d}",
+            "text": item.caption,
+            "image": self.render(item),
+            "labels": self.labels_of(index),
+        }
 
     def ceilings(self) -> dict[str, Ceilings]:
         """:func:`bayes_ceilings` of each exposed task at this data set's label noise."""

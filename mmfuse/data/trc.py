@@ -42,8 +42,9 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, select_tasks, split_indices
 from mmfuse.data.images import find_image
@@ -133,7 +134,9 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def read_trc(path: str | os.PathLike[str], *, short_rows: ShortRows = "recover") -> tuple[list[TRCRow], ParseReport]:
+def read_trc(
+    path: str | os.PathLike[str], *, short_rows: ShortRows = "recover"
+) -> tuple[list[TRCRow], ParseReport]:
     """Parse a TRC csv (either layout, see the module docstring) into rows and a report.
 
     Raises ``ValueError`` naming the file when the header is not a TRC header.
@@ -148,12 +151,16 @@ def read_trc(path: str | os.PathLike[str], *, short_rows: ShortRows = "recover")
         header = next(csv.reader([first]), [])
         names = [h.strip().lower() for h in header]
         if names[:1] != ["tweet_id"]:
-            raise ValueError(f"{p}: not a TRC file: expected a header starting with 'tweet_id', got {header[:3]}")
+            raise ValueError(
+                f"{p}: not a TRC file: expected a header starting with 'tweet_id', got {header[:3]}"
+            )
         old_layout = names[1:3] == ["user_id", "tweet"]
         label_start = 3 if old_layout else 1
-        if tuple(names[label_start:label_start + 6]) != LABEL_COLUMNS:
-            raise ValueError(f"{p}: not a TRC file: expected label columns {', '.join(LABEL_COLUMNS)} after "
-                             f"{'tweet_id,user_id,tweet' if old_layout else 'tweet_id'}, got {header}")
+        if tuple(names[label_start : label_start + 6]) != LABEL_COLUMNS:
+            raise ValueError(
+                f"{p}: not a TRC file: expected label columns {', '.join(LABEL_COLUMNS)} after "
+                f"{'tweet_id,user_id,tweet' if old_layout else 'tweet_id'}, got {header}"
+            )
         reader = csv.reader(fh, escapechar="\\") if old_layout else csv.reader(fh)
         for fields in reader:
             line = reader.line_num + 1  # +1: the header was read before the reader started
@@ -215,25 +222,33 @@ def read_hydrated_texts(path: str | os.PathLike[str]) -> dict[str, str]:
                     raise ValueError(f"texts: {p} line {n} is not valid JSON: {exc}") from exc
     out: dict[str, str] = {}
     for n, obj in items:
-        tweet_id = next((obj[k] for k in ("id_str", "id", "tweet_id") if isinstance(obj, dict) and k in obj), None)
+        tweet_id = next(
+            (obj[k] for k in ("id_str", "id", "tweet_id") if isinstance(obj, dict) and k in obj), None
+        )
         text = next((obj[k] for k in ("full_text", "text") if isinstance(obj, dict) and k in obj), None)
         if tweet_id is None or not isinstance(text, str):
-            raise ValueError(f"texts: {p} entry {n}: expected an object with 'id_str'/'id'/'tweet_id' and "
-                             f"'full_text'/'text', got {str(obj)[:80]!r}")
+            raise ValueError(
+                f"texts: {p} entry {n}: expected an object with 'id_str'/'id'/'tweet_id' and "
+                f"'full_text'/'text', got {str(obj)[:80]!r}"
+            )
         out[str(tweet_id)] = text
     return out
 
 
-def trc_splits(rows: Sequence[TRCRow], seed: int = 0, test_fraction: float = 0.2,
-               dev_fraction: float = 0.0) -> dict[str, list[TRCRow]]:
+def trc_splits(
+    rows: Sequence[TRCRow], seed: int = 0, test_fraction: float = 0.2, dev_fraction: float = 0.0
+) -> dict[str, list[TRCRow]]:
     """Deterministic ``train``/``dev``/``test`` partition of ``rows`` (file order kept inside each)."""
     for name, value in (("test_fraction", test_fraction), ("dev_fraction", dev_fraction)):
         if not 0 <= value < 1:
             raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
     if test_fraction + dev_fraction >= 1:
         raise ValueError(f"test_fraction + dev_fraction must be < 1, got {test_fraction} + {dev_fraction}")
-    parts = split_indices(len(rows), {"train": 1 - test_fraction - dev_fraction, "dev": dev_fraction,
-                                      "test": test_fraction}, seed)
+    parts = split_indices(
+        len(rows),
+        {"train": 1 - test_fraction - dev_fraction, "dev": dev_fraction, "test": test_fraction},
+        seed,
+    )
     return {name: [rows[i] for i in index] for name, index in parts.items()}
 
 
@@ -261,7 +276,9 @@ def build_trc(
     path = path / file if path.is_dir() else path
     selected = select_tasks(["image_adds"] if tasks is None else tasks, TASKS, "trc: tasks")
     if split == "dev" and dev_fraction == 0:
-        raise ValueError("trc: the file has no dev split; pass dev_fraction > 0 to carve one from the training rows")
+        raise ValueError(
+            "trc: the file has no dev split; pass dev_fraction > 0 to carve one from the training rows"
+        )
     if split not in ("train", "dev", "test"):
         raise ValueError(f"trc: split: expected 'train', 'dev' or 'test', got {split!r}")
     rows, report = read_trc(path, short_rows=short_rows)
@@ -274,15 +291,20 @@ def build_trc(
         unjoinable = [r for r in chosen if not r.id_ok]
         chosen = [r for r in chosen if r.id_ok]
         if unjoinable:
-            warnings.warn(f"trc/{split}: dropping {len(unjoinable)} row(s) whose tweet_id was mangled "
-                          f"(e.g. {unjoinable[0].tweet_id!r}); they cannot be matched to images or texts",
-                          stacklevel=2)
+            warnings.warn(
+                f"trc/{split}: dropping {len(unjoinable)} row(s) whose tweet_id was mangled "
+                f"(e.g. {unjoinable[0].tweet_id!r}); they cannot be matched to images or texts",
+                stacklevel=2,
+            )
     if hydrated is not None:
         missing = [r for r in chosen if r.tweet_id not in hydrated]
         chosen = [r for r in chosen if r.tweet_id in hydrated]
         if missing:
-            warnings.warn(f"trc/{split}: {len(missing)} tweet(s) have no text in {texts!r} "
-                          f"(e.g. {missing[0].tweet_id}); they are left out", stacklevel=2)
+            warnings.warn(
+                f"trc/{split}: {len(missing)} tweet(s) have no text in {texts!r} "
+                f"(e.g. {missing[0].tweet_id}); they are left out",
+                stacklevel=2,
+            )
     records = [
         Record(
             id=row.tweet_id,
