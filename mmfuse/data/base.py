@@ -252,11 +252,11 @@ class RecordDataset(ClassificationDataset):
             reasons = dict(zip(paths, pool.map(check_image, paths)))
         kept = []
         for record in self.records:
-            reason = reasons.get(record.image_path) if record.image_path is not None else None
+            reason = None if record.image_path is None else reasons[record.image_path]
             if reason is None:
                 kept.append(record)
             else:
-                self.skipped.append(SkippedItem(record.id, record.image_path, reason))  # type: ignore[arg-type]
+                self.skipped.append(SkippedItem(record.id, Path(record.image_path), reason))
         self.records = kept
         if self.skipped:
             shown = "; ".join(f"{s.path} ({s.reason})" for s in self.skipped[:3])

@@ -94,7 +94,8 @@ class ClassificationCollator:
         for key, value in batch.items():
             if isinstance(value, torch.Tensor) and (value.dim() == 0 or value.shape[0] != size):
                 raise ValueError(
-                    f"processor output {key!r} has shape {tuple(value.shape)}, expected batch size {size} first"
+                    f"processor output {key!r} has shape {tuple(value.shape)}, "
+                    f"expected batch size {size} first"
                 )
         if "labels" in batch:
             raise ValueError("processor output already has a 'labels' key; the collator adds labels itself")

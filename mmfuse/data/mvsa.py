@@ -272,7 +272,8 @@ def read_mvsa_json(path: str | os.PathLike[str], image_dir: str | os.PathLike[st
     for n, item in enumerate(items):
         if not isinstance(item, dict) or not {"id", "text", "emotion_label"} <= set(item):
             raise ValueError(
-                f"{p} item {n}: expected an object with keys 'id', 'text', 'emotion_label', got {str(item)[:80]!r}"
+                f"{p} item {n}: expected an object with keys 'id', 'text', 'emotion_label', "
+                f"got {str(item)[:80]!r}"
             )
         label = item["emotion_label"]
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(MVSA_CLASSES):
