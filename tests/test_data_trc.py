@@ -211,7 +211,7 @@ def test_errors_name_the_problem(tmp_path):
         build_dataset("trc", "train", data_dir=tmp_path, tasks=["sentiment"])
     with pytest.raises(FileNotFoundError, match="image_dir .* is not a folder"):
         build_dataset("trc", "train", data_dir=ok, image_dir=str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="test_fraction: expected a number in"):
+    with pytest.raises(ValueError, match="trc: test_fraction: expected a number in"):
         trc_splits([], test_fraction=1.5)
     jsonl = tmp_path / "t.jsonl"
     jsonl.write_text('{"id": 1, "full_text": "a"}\n{"user": 2}\n')

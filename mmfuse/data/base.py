@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -42,6 +42,8 @@ from mmfuse.data.images import BadImageError, check_image, load_image
 
 OnBadImage = Literal["error", "skip"]
 ON_BAD_IMAGE: tuple[str, ...] = ("error", "skip")
+
+T = TypeVar("T")
 
 #: A raw sample as produced by every data set (see module docstring).
 Sample = dict[str, Any]
@@ -152,6 +154,27 @@ def split_indices(n: int, fractions: Mapping[str, float], seed: int) -> dict[str
         out[name] = np.sort(order[start:stop])
         start = stop
     return out
+
+
+def train_dev_test_split(
+    items: Sequence[T], seed: int, dev_fraction: float, test_fraction: float, where: str
+) -> dict[str, list[T]]:
+    """``{"train", "dev", "test"}`` parts of ``items`` for files without a split column.
+
+    Checks the fractions (each in [0, 1), together < 1; errors start with ``where``) and uses
+    :func:`split_indices`, so the parts are exact in size, deterministic in ``seed`` and keep file order.
+    """
+    for key, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"{where}: {key}: expected a number in [0, 1), got {value!r}")
+    if dev_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"{where}: dev_fraction + test_fraction must be < 1, got {dev_fraction} + {test_fraction}"
+        )
+    fractions = {"train": 1 - dev_fraction - test_fraction, "dev": dev_fraction, "test": test_fraction}
+    return {
+        name: [items[i] for i in index] for name, index in split_indices(len(items), fractions, seed).items()
+    }
 
 
 class ClassificationDataset(Dataset, abc.ABC):

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, split_indices
+from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, train_dev_test_split
 from mmfuse.data.images import find_image
 
 MVSA_CLASSES: tuple[str, ...] = ("positive", "neutral", "negative")
@@ -199,20 +199,9 @@ def _build_original(
         raise ValueError(f"{name}: data_dir is required (the folder with {LABEL_FILE} and {DATA_FOLDER}/)")
     if split not in ("train", "dev", "test"):
         raise ValueError(f"{name}: split: expected 'train', 'dev' or 'test', got {split!r}")
-    for key, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise ValueError(f"{name}: {key}: expected a number in [0, 1), got {value!r}")
-    if dev_fraction + test_fraction >= 1:
-        raise ValueError(f"{name}: dev_fraction + test_fraction must be < 1")
     records, report = read_mvsa(data_dir, variant, multiple_rule)
-    index = split_indices(
-        len(records),
-        {"train": 1 - dev_fraction - test_fraction, "dev": dev_fraction, "test": test_fraction},
-        seed,
-    )[split]
-    return RecordDataset(
-        [records[i] for i in index], TASKS, name=name, split=split, on_bad_image=on_bad_image, report=report
-    )
+    chosen = train_dev_test_split(records, seed, dev_fraction, test_fraction, name)[split]
+    return RecordDataset(chosen, TASKS, name=name, split=split, on_bad_image=on_bad_image, report=report)
 
 
 def build_mvsa_single(

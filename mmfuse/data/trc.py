@@ -46,7 +46,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, select_tasks, split_indices
+from mmfuse.data.base import (
+    OnBadImage,
+    ParseReport,
+    Record,
+    RecordDataset,
+    select_tasks,
+    train_dev_test_split,
+)
 from mmfuse.data.images import find_image
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -239,17 +246,7 @@ def trc_splits(
     rows: Sequence[TRCRow], seed: int = 0, test_fraction: float = 0.2, dev_fraction: float = 0.0
 ) -> dict[str, list[TRCRow]]:
     """Deterministic ``train``/``dev``/``test`` partition of ``rows`` (file order kept inside each)."""
-    for name, value in (("test_fraction", test_fraction), ("dev_fraction", dev_fraction)):
-        if not 0 <= value < 1:
-            raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
-    if test_fraction + dev_fraction >= 1:
-        raise ValueError(f"test_fraction + dev_fraction must be < 1, got {test_fraction} + {dev_fraction}")
-    parts = split_indices(
-        len(rows),
-        {"train": 1 - test_fraction - dev_fraction, "dev": dev_fraction, "test": test_fraction},
-        seed,
-    )
-    return {name: [rows[i] for i in index] for name, index in parts.items()}
+    return train_dev_test_split(rows, seed, dev_fraction, test_fraction, "trc")
 
 
 def build_trc(
