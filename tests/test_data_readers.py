@@ -94,7 +94,8 @@ SINGLE_PAIRS = {
 def mvsa_single(tmp_path):
     texts = {i: f"tweet number {i} #mvsa\n".encode() for i in SINGLE_PAIRS}
     texts["2"] = "\ufeffcafé ☕ http://t.co/x\r\n".encode("utf-8")  # BOM + CRLF
-    texts["3"] = b"caf\xe9 latin-1 bytes"  # not UTF-8
+    texts["3"] = b"caf\xe9 \x93quoted\x94"  # not UTF-8: Windows-1252 with curly quotes
+    texts["4"] = b"undefined in cp1252: \x81"  # falls back to Latin-1
     return make_mvsa(
         tmp_path / "MVSA_Single", ["ID\ttext,image", *(f"{i}\t{p}" for i, p in SINGLE_PAIRS.items())], texts
     )
@@ -120,7 +121,8 @@ def test_mvsa_single_labels_texts_and_splits(mvsa_single):
     assert (
         text["1"] == "tweet number 1 #mvsa"
         and text["2"] == "café ☕ http://t.co/x"
-        and text["3"] == "café latin-1 bytes"
+        and text["3"] == "café \u201cquoted\u201d"
+        and text["4"] == "undefined in cp1252: \x81"
     )
 
     splits = {s: build_dataset("mvsa-single", s, data_dir=mvsa_single) for s in ("train", "dev", "test")}

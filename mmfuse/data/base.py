@@ -269,7 +269,7 @@ class RecordDataset(ClassificationDataset):
                 )
 
     def _drop_bad_images(self) -> None:
-        paths = [r.image_path for r in self.records if r.image_path is not None]
+        paths = list(dict.fromkeys(r.image_path for r in self.records if r.image_path is not None))
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
             reasons = dict(zip(paths, pool.map(check_image, paths)))

@@ -21,7 +21,7 @@ is the label given by at least 2 of the 3 annotators (else ``no_majority``). It 
 different set of tweets; use it only to reproduce work that used it.
 
 The tweet text is read from ``data/<ID>.txt`` (UTF-8; files that are not valid UTF-8 are read as
-Latin-1, which never fails) and stripped. The release has no split: a deterministic 8:1:1
+Windows-1252, and failing that as Latin-1, which never fails) and stripped. The release has no split: a deterministic 8:1:1
 train/dev/test split is drawn from ``seed`` (``dev_fraction`` / ``test_fraction``).
 
 **CLMLF JSON splits** (Li et al., Findings of NAACL 2022; github.com/Link-Li/CLMLF,
@@ -139,15 +139,17 @@ def read_label_file(path: str | os.PathLike[str], annotators: int) -> list[tuple
 
 
 def read_tweet_text(path: Path) -> str:
-    """Text of an MVSA ``<ID>.txt``: UTF-8 (BOM allowed), else Latin-1; surrounding space stripped."""
+    """Text of an MVSA ``<ID>.txt``, stripped: UTF-8 (BOM allowed), else Windows-1252 (the usual
+    encoding of the rest), else Latin-1 (which decodes any byte)."""
     if not path.is_file():
         raise FileNotFoundError(f"MVSA text file {str(path)!r} does not exist")
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    return text.strip()
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(encoding).strip()
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1").strip()
 
 
 def read_mvsa(
