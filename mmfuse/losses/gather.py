@@ -2,17 +2,32 @@
 
 Contrastive losses compare every sample with every other sample of the *global* batch.
 Under DDP each rank holds only its slice, so the slices are all-gathered. The gather must be
-differentiable: :func:`torch.distributed.nn.functional.all_gather` returns, in backward, the
-sum over ranks of the gradients of each rank's output slice, so a rank's local rows receive
-the gradient of every rank's loss — not only of its own.
+differentiable: its backward returns to each rank the *sum over ranks* of the gradients of that
+rank's output slice (a reduce-scatter), so a rank's local rows receive the gradient of every
+rank's loss — not only of its own. PyTorch's functional collective
+``all_gather_single_autograd`` does that; older PyTorch falls back to
+:func:`torch.distributed.nn.functional.all_gather` (same semantics, now deprecated).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
+
+try:  # PyTorch >= 2.6
+    from torch.distributed._functional_collectives import all_gather_single_autograd as _functional_all_gather
+except ImportError:  # pragma: no cover - older PyTorch
+    _functional_all_gather = None
+
+
+def _all_gather_autograd(x: Tensor) -> Tensor:
+    """``[world * B, ...]``: the equal-sized ``x`` of every rank, concatenated in rank order."""
+    if _functional_all_gather is not None:
+        return _functional_all_gather(x.contiguous(), 0, dist.group.WORLD)
+    import torch.distributed.nn.functional as dist_fn  # pragma: no cover - older PyTorch
+
+    return torch.cat(dist_fn.all_gather(x))  # pragma: no cover
 
 
 def data_parallel_world() -> tuple[int, int]:
@@ -40,6 +55,6 @@ def all_gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     longest = max(sizes)
     if x.shape[0] < longest:
         x = torch.cat([x, x.new_zeros(longest - x.shape[0], *x.shape[1:])])
-    parts = dist_fn.all_gather(x)
+    parts = _all_gather_autograd(x).split(longest)
     gathered = torch.cat([part[:n] for part, n in zip(parts, sizes)])
     return gathered, sum(sizes[:rank])
