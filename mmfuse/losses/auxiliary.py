@@ -211,7 +211,7 @@ def _parse_spec(spec: Any, where: str) -> AuxLossSpec:
 
 def parse_aux_loss_specs(specs: Any, where: str = "aux_losses") -> list[AuxLossSpec]:
     """Check the shape of an ``aux_losses`` list (names registered, weights, no repeats)."""
-    from mmfuse.registry import get_registry
+    from mmfuse.registry import UnknownComponentError, get_registry
 
     if isinstance(specs, (str, bytes)) or not isinstance(specs, Sequence):
         raise ConfigError(f"{where}: expected a list of auxiliary losses, got {type(specs).__name__}")
@@ -220,8 +220,11 @@ def parse_aux_loss_specs(specs: Any, where: str = "aux_losses") -> list[AuxLossS
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{where}: each auxiliary loss may appear once; repeated: {duplicates}")
-    for spec in parsed:
-        get_registry().get("loss", spec.name)  # unknown names fail here, before any model is built
+    for i, spec in enumerate(parsed):  # unknown names fail here, before any model is built
+        try:
+            get_registry().get("loss", spec.name)
+        except UnknownComponentError as err:
+            raise UnknownComponentError(f"{where}[{i}].name: {err}") from None
     return parsed
 
 
