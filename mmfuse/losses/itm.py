@@ -101,16 +101,18 @@ class MatchingPairs:
         text_index / image_index: ``[P]`` rows of the text and of the image of each pair.
         labels: ``[P]`` 1 for the B matched pairs (first), 0 for the negatives.
         weights: ``[P]`` per-pair loss weights; each class sums to 1/2 (balanced classes).
+        batch_size: B, the number of matched pairs.
     """
 
     text_index: Tensor
     image_index: Tensor
     labels: Tensor
     weights: Tensor
+    batch_size: int
 
     @property
     def num_negatives(self) -> int:
-        return int((self.labels == 0).sum())
+        return self.labels.numel() - self.batch_size
 
 
 class ITMLoss(AuxiliaryLoss):
@@ -182,6 +184,7 @@ class ITMLoss(AuxiliaryLoss):
             image_index=torch.cat([own, images, images_for_texts]),
             labels=labels,
             weights=weights,
+            batch_size=batch_size,
         )
 
     def _no_negatives(self, batch_size: int) -> Tensor:
