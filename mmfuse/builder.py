@@ -60,12 +60,21 @@ def build_model(spec: ComponentSpec | os.PathLike[str], **overrides: Any):
     >>> model = build_model("radm-tiny", fusion={"mode": "none"})  # doctest: +SKIP
 
     The resolved config is stored on the returned module as ``model.mmfuse_config`` so that
-    checkpoints can rebuild it.
+    checkpoints can rebuild it. An ``aux_losses`` list (e.g. ``[{"name": "itc", "weight": 0.1}]``)
+    is not passed to the architecture: the losses are attached to the built model with
+    :func:`mmfuse.losses.auxiliary.attach_aux_losses`.
     """
+    from mmfuse.losses.auxiliary import attach_aux_losses, parse_aux_loss_specs
+
     config = resolve_model_config(spec, **overrides)
-    options = {k: v for k, v in config.items() if k != "model"}
+    options = {k: v for k, v in config.items() if k not in ("model", "aux_losses")}
+    aux_losses = config.get("aux_losses")
+    if aux_losses is not None:
+        parse_aux_loss_specs(aux_losses, where="aux_losses")  # fail before building the model
     info = get_registry().get("model", config["model"])
     model = call_with_config(info.factory, options, where="")
+    if aux_losses is not None:
+        attach_aux_losses(model, aux_losses, where="aux_losses")
     try:
         model.mmfuse_config = copy.deepcopy(config)
     except AttributeError:  # pragma: no cover - objects that refuse attributes

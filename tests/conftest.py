@@ -13,8 +13,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shared_data_dir() -> Path:
+    """$MMFUSE_SHARED_DATA, else the first ``shared/data`` beside the checkout or an ancestor."""
     env = os.environ.get("MMFUSE_SHARED_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    if env:
+        return Path(env)
+    for ancestor in list(REPO_ROOT.parents)[:3]:
+        candidate = ancestor / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

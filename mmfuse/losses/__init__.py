@@ -13,4 +13,7 @@ from mmfuse.registry import hookimpl
 
 @hookimpl
 def mmfuse_losses() -> dict[str, Callable[..., Any]]:
-    return {}
+    from mmfuse.losses.itc import ITCLoss
+    from mmfuse.losses.itm import ITMLoss
+
+    return {"itc": ITCLoss, "itm": ITMLoss}

@@ -9,7 +9,13 @@ A model supports auxiliary losses when it implements :class:`SupportsFusion`:
 
 ITC uses the pooled vectors; ITM re-pairs rows (``Features.select``) to build hard
 negatives and calls ``fuse``. A model's ``forward`` may put the features it already
-computed into its output (``text_features`` / ``image_features``) so they are reused.
+computed into its output (``text_features`` / ``image_features``) so they are reused; if it
+also sets ``fused``, that must equal ``fuse(text_features, image_features)`` (ITM reuses it
+for the matched pairs).
+
+Optionally a model declares the widths of these vectors as ``feature_dims``
+(:class:`FeatureDims`), so that auxiliary losses can size their heads when they are
+attached; without it the widths must be given in each auxiliary-loss config.
 """
 
 from __future__ import annotations
@@ -42,6 +48,36 @@ class Features:
     @property
     def batch_size(self) -> int:
         return int(self.pooled.shape[0])
+
+
+@dataclass(frozen=True)
+class FeatureDims:
+    """Widths of the protocol's vectors, declared by a model as its ``feature_dims`` attribute.
+
+    Attributes:
+        text: width of ``encode_text(batch).pooled``.
+        image: width of ``encode_image(batch).pooled``.
+        fused: width of ``fuse(text, image)``.
+    """
+
+    text: int
+    image: int
+    fused: int
+
+    def __post_init__(self) -> None:
+        for name in ("text", "image", "fused"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"FeatureDims.{name}: expected a positive int, got {value!r}")
+
+
+#: the methods a model needs for auxiliary losses (checked when they are attached)
+PROTOCOL_METHODS: tuple[str, ...] = ("encode_text", "encode_image", "fuse")
+
+
+def missing_protocol_methods(model: object) -> list[str]:
+    """Names of the :class:`SupportsFusion` methods ``model`` lacks (empty when it has all)."""
+    return [name for name in PROTOCOL_METHODS if not callable(getattr(model, name, None))]
 
 
 @runtime_checkable

@@ -1,0 +1,34 @@
+"""Data sets, readers and collators for multimodal classification.
+
+Every data set yields raw samples ``{"id", "text", "image" (PIL or None), "labels": {task: int}}``;
+:class:`~mmfuse.data.collate.ClassificationCollator` turns a list of them into a batch with the
+model's processor. :func:`~mmfuse.data.datasets.build_dataset` builds any registered data set by
+name (``synthetic``, ``mvsa-single``, ``mvsa-multiple``, ``mvsa-json``, ``msed``, ``trc``).
+"""
+
+from __future__ import annotations
+
+from mmfuse.data.base import ClassificationDataset, ParseReport, Record, RecordDataset, SkippedItem
+from mmfuse.data.collate import ClassificationCollator
+from mmfuse.data.datasets import DATASETS, build_dataset, list_datasets, register_dataset
+from mmfuse.data.images import BadImageError, check_image, load_image
+from mmfuse.data.synthetic import SYNTHETIC_VOCABULARY, SyntheticDataset, bayes_ceilings
+
+__all__ = [
+    "DATASETS",
+    "SYNTHETIC_VOCABULARY",
+    "BadImageError",
+    "ClassificationCollator",
+    "ClassificationDataset",
+    "ParseReport",
+    "Record",
+    "RecordDataset",
+    "SkippedItem",
+    "SyntheticDataset",
+    "bayes_ceilings",
+    "build_dataset",
+    "check_image",
+    "list_datasets",
+    "load_image",
+    "register_dataset",
+]
