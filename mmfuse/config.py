@@ -59,11 +59,20 @@ def save_config(config: Mapping[str, Any], path: str | os.PathLike[str]) -> None
     atomic_write_text(p, text)
 
 
+def _swaps_component(base: Mapping[str, Any], override: Mapping[str, Any]) -> bool:
+    """True when ``override`` names another component than the spec ``base`` it replaces."""
+    return "name" in override and "name" in base and override["name"] != base["name"]
+
+
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``base`` updated by ``overrides``; nested dicts merge, other values replace.
 
     Keys with dots address nested entries: ``{"fusion.mode": "none"}`` equals
     ``{"fusion": {"mode": "none"}}``.
+
+    A component spec replaced by one with a different ``name`` is not merged: the old spec's
+    options belong to the old component, so ``{"fusion": {"name": "film"}}`` swaps the fusion
+    block of a preset instead of mixing its options into the new block's config.
     """
     out = copy.deepcopy(dict(base))
     for key, value in overrides.items():
@@ -82,8 +91,9 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
                 )
             target = node
         last = parts[-1]
-        if isinstance(value, Mapping) and isinstance(target.get(last), dict):
-            target[last] = deep_merge(target[last], value)
+        current = target.get(last)
+        if isinstance(value, Mapping) and isinstance(current, dict) and not _swaps_component(current, value):
+            target[last] = deep_merge(current, value)
         else:
             target[last] = copy.deepcopy(value)
     return out
