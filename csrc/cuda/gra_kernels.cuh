@@ -160,7 +160,7 @@ GRA_DEVICE void load_chunk(float* __restrict__ dst, int dst_stride, const scalar
     constexpr int kPerRow = kChunk / VEC;
     static_assert((NROWS * kPerRow) % kThreads == 0, "tile must split evenly over the block");
     constexpr int kIters = NROWS * kPerRow / kThreads;
-    float vals[kIters][VEC];
+    float4 vals[kIters][VEC / 4];  // all loads in flight before the first store
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int idx = it * kThreads + tid;
@@ -168,19 +168,21 @@ GRA_DEVICE void load_chunk(float* __restrict__ dst, int dst_stride, const scalar
       if (row < nrows && col < ncols) {
         const Vec16<scalar_t> raw = *reinterpret_cast<const Vec16<scalar_t>*>(src + int64_t(row) * ncols + col);
 #pragma unroll
-        for (int t = 0; t < VEC; ++t) vals[it][t] = static_cast<float>(raw.v[t]);
+        for (int t = 0; t < VEC / 4; ++t)
+          vals[it][t] = make_float4(static_cast<float>(raw.v[4 * t]), static_cast<float>(raw.v[4 * t + 1]),
+                                    static_cast<float>(raw.v[4 * t + 2]), static_cast<float>(raw.v[4 * t + 3]));
       } else {
 #pragma unroll
-        for (int t = 0; t < VEC; ++t) vals[it][t] = 0.f;
+        for (int t = 0; t < VEC / 4; ++t) vals[it][t] = make_float4(0.f, 0.f, 0.f, 0.f);
       }
     }
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int idx = it * kThreads + tid;
-      float* d = dst + (idx / kPerRow) * dst_stride + (idx % kPerRow) * VEC;
+      // dst_stride and VEC are multiples of 4 floats: 16-byte shared stores
+      float4* d = reinterpret_cast<float4*>(dst + (idx / kPerRow) * dst_stride + (idx % kPerRow) * VEC);
 #pragma unroll
-      for (int t = 0; t < VEC; t += 4)
-        *reinterpret_cast<float4*>(d + t) = make_float4(vals[it][t], vals[it][t + 1], vals[it][t + 2], vals[it][t + 3]);
+      for (int t = 0; t < VEC / 4; ++t) d[t] = vals[it][t];
     }
   } else {
     static_assert((NROWS * kChunk) % kThreads == 0, "tile must split evenly over the block");
@@ -304,11 +306,12 @@ struct BlockCoords {
 template <typename scalar_t>
 GRA_DEVICE BlockCoords block_coords(const GraInputs<scalar_t>& in) {
   BlockCoords c;
-  const int64_t blk = blockIdx.x;
-  const int rb = static_cast<int>(blk % in.num_row_blocks);
-  c.bh = blk / in.num_row_blocks;
-  c.b = static_cast<int>(c.bh / in.H);
-  c.h = static_cast<int>(c.bh % in.H);
+  const int blk = static_cast<int>(blockIdx.x);  // grid <= INT_MAX (checked on the host)
+  const int rb = blk % in.num_row_blocks;
+  const int bh = blk / in.num_row_blocks;
+  c.bh = bh;
+  c.b = bh / in.H;
+  c.h = bh % in.H;
   c.row0 = rb * in.layout.rows;
   c.nrows = in.Lq - c.row0 < in.layout.rows ? in.Lq - c.row0 : in.layout.rows;
   return c;
