@@ -1,8 +1,8 @@
 """The module the ``mmfuse`` entry point names: its hook implementations are the plugin.
 
-mmfuse calls each ``@mmfuse.hookimpl`` function once, when the registry is first used, and
-indexes the returned ``name → factory`` (or ``name → preset``) entries under this plugin's
-name, ``mmfuse-film`` (the entry point's name in pyproject.toml).
+mmfuse imports it on the first registry lookup, calls each ``@mmfuse.hookimpl`` function when
+it builds its name index, and files the returned ``name → factory`` (or ``name → preset``)
+entries under this plugin's name, ``mmfuse-film`` (the entry point's name in pyproject.toml).
 """
 
 from __future__ import annotations
