@@ -268,10 +268,11 @@ def validate_config(
         if key in provided:
             raise ConfigError(f"{prefix}{key}: is set by the enclosing component and cannot be configured here")
         if key not in params and not var_kw:
-            close = difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.6)
+            configurable = sorted(set(params) - set(provided))  # injected arguments are not options
+            close = difflib.get_close_matches(str(key), configurable, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{prefix}{key}: unknown key{hint}; valid keys are {', '.join(sorted(params)) or '(none)'}"
+                f"{prefix}{key}: unknown key{hint}; valid keys are {', '.join(configurable) or '(none)'}"
             )
     for name, param in params.items():
         if name in config:

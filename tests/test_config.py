@@ -164,3 +164,13 @@ def test_deep_merge_swaps_a_component_spec_with_a_different_name():
         "fusion": {"name": "film", "hidden_dim": 32}, "d_model": 64}
     # dotted keys address a single option, they never swap the spec
     assert deep_merge(base, {"fusion.name": "film"})["fusion"] == {"name": "film", "n_layers": 2, "mode": "gated"}
+
+
+def test_unknown_key_error_lists_only_configurable_keys():
+    def block(d_model: int, n_layers: int = 1, dropout: float = 0.1):
+        return d_model
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(block, {"d_modle": 8}, "fusion", provided=("d_model",))
+    # d_model is injected by the parent, so it is neither suggested nor listed
+    assert str(err.value) == "fusion.d_modle: unknown key; valid keys are dropout, n_layers"
