@@ -1,0 +1,684 @@
+"""Benchmark of the gated residual attention op: fused kernel vs eager vs torch.compile vs SDPA.
+
+For each shape and mode it times, per implementation, the forward (without autograd) and
+forward + backward (gradients of both ``out`` and ``scores`` to every differentiable input),
+with warm-up calls, device synchronisation and the median / interquartile range / minimum of
+the timed calls, and measures the peak extra memory of one call:
+
+* ``fused``: ``gated_residual_attention(impl="fused")`` — the compiled kernel; "n/a" when none
+  exists for the device and dtype;
+* ``eager``: ``gated_residual_attention_reference`` (the eager PyTorch reference);
+* ``compile``: ``torch.compile(gated_residual_attention_reference, fullgraph=True)``, compiled
+  afresh per shape and mode; the compile time is reported separately, not in the timings;
+* ``sdpa``: ``F.scaled_dot_product_attention`` with the same boolean key mask (mode "none"
+  only; it returns no scores, so it moves fewer bytes than the op).
+
+It also reports the achieved bandwidth against the bytes the op must move (:func:`floor_bytes`)
+and, when the device's peak bandwidth is known (:data:`PEAK_BANDWIDTH_GBS` or
+``--peak-bandwidth``), the percentage of that floor. Every implementation's outputs and
+gradients are compared with the eager reference first, so a fast wrong kernel is flagged.
+
+``mmfuse bench attn`` and ``benchmarks/attn_bench.py`` both call :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from mmfuse.ops import (
+    MODES,
+    fused_kernel_available,
+    gated_residual_attention,
+    gated_residual_attention_reference,
+)
+
+IMPLS: tuple[str, ...] = ("fused", "eager", "compile", "sdpa")
+#: version of the JSON layout written by :func:`run` (bump when fields change)
+SCHEMA_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+DEFAULT_SHAPES = {"cpu": "8x8x128x64,4x4x256x32", "cuda": "32x12x256x64,16x12x512x64"}
+DEFAULT_DTYPE = {"cpu": "float32", "cuda": "bfloat16"}
+DEFAULT_REPEATS = {"cpu": 10, "cuda": 50}
+DEFAULT_WARMUP = {"cpu": 2, "cuda": 10}
+DTYPES = {
+    "float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16,
+}
+#: allclose tolerances (rtol, atol) of an implementation against the eager reference
+TOLERANCES = {torch.float64: (1e-7, 1e-9), torch.float32: (1e-4, 1e-4), torch.bfloat16: (5e-2, 5e-2),
+              torch.float16: (2e-2, 2e-2)}
+
+#: peak DRAM bandwidth (GB/s) by GPU name, first matching entry wins (most specific first);
+#: spec-sheet numbers. ``--peak-bandwidth`` overrides, and is required for GPUs not listed.
+PEAK_BANDWIDTH_GBS: tuple[tuple[tuple[str, ...], str, float], ...] = (
+    (("GH200",), "GH200 (HBM3)", 4000.0),
+    (("H200",), "H200", 4800.0),
+    (("H100", "NVL"), "H100 NVL", 3900.0),
+    (("H100", "PCIe"), "H100 PCIe", 2000.0),
+    (("H100",), "H100 SXM", 3350.0),
+    (("B200",), "B200", 8000.0),
+    (("A100", "80GB", "PCIe"), "A100 80GB PCIe", 1935.0),
+    (("A100", "80GB"), "A100 80GB SXM", 2039.0),
+    (("A100",), "A100 40GB", 1555.0),
+    (("L40S",), "L40S", 864.0),
+    (("L40",), "L40", 864.0),
+    (("L4",), "L4", 300.0),
+    (("A10G",), "A10G", 600.0),
+    (("A10",), "A10", 600.0),
+    (("T4",), "T4", 320.0),
+    (("V100",), "V100", 900.0),
+    (("RTX 4090",), "RTX 4090", 1008.0),
+    (("RTX 3090",), "RTX 3090", 936.0),
+)
+
+
+def peak_bandwidth_for(device_name: str) -> tuple[float, str] | None:
+    """``(GB/s, table entry)`` for a GPU name such as "NVIDIA H100 80GB HBM3", else None."""
+    for needles, label, gbs in PEAK_BANDWIDTH_GBS:
+        if all(n.lower() in device_name.lower() for n in needles):
+            return gbs, label
+    return None
+
+
+@dataclass(frozen=True)
+class AttnShape:
+    """Problem size: q ``[B, H, Lq, D]``, k ``[B, H, Lk, D]``, v ``[B, H, Lk, Dv]``."""
+
+    B: int
+    H: int
+    Lq: int
+    Lk: int
+    D: int
+    Dv: int
+
+    @classmethod
+    def parse(cls, text: str) -> AttnShape:
+        """``BxHxLxD``, ``BxHxLqxLkxD`` or ``BxHxLqxLkxDxDv`` (positive ints)."""
+        parts = text.strip().lower().split("x")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) not in (4, 5, 6) or min(values, default=0) < 1:
+            raise ValueError(f"--shapes: expected BxHxLxD, BxHxLqxLkxD or BxHxLqxLkxDxDv with positive ints, "
+                             f"got {text!r}")
+        if len(values) == 4:
+            B, H, L, D = values
+            return cls(B, H, L, L, D, D)
+        if len(values) == 5:
+            B, H, Lq, Lk, D = values
+            return cls(B, H, Lq, Lk, D, D)
+        return cls(*values)
+
+    def __str__(self) -> str:
+        """The shortest form :meth:`parse` reads back: ``8x8x128x64`` when Lq = Lk and D = Dv."""
+        if self.D != self.Dv:
+            values = (self.B, self.H, self.Lq, self.Lk, self.D, self.Dv)
+        elif self.Lq != self.Lk:
+            values = (self.B, self.H, self.Lq, self.Lk, self.D)
+        else:
+            values = (self.B, self.H, self.Lq, self.D)
+        return "x".join(str(n) for n in values)
+
+
+def floor_bytes(shape: AttnShape, mode: str, impl: str, element_size: int, mask: bool, backward: bool) -> int:
+    """Bytes an ideal kernel must move: each input read once and each output written once.
+
+    Forward: read q, k, v, prev (residual / gated), key_mask; write out and scores (SDPA: no
+    scores). Backward: read q, k, v, prev, key_mask, grad_out, grad_scores; write grad_q,
+    grad_k, grad_v and grad_prev. Gate parameters ([H]) are negligible and left out.
+    """
+    s = shape
+    qk = s.B * s.H * (s.Lq + s.Lk) * s.D
+    v = s.B * s.H * s.Lk * s.Dv
+    out = s.B * s.H * s.Lq * s.Dv
+    score_map = s.B * s.H * s.Lq * s.Lk
+    has_scores = impl != "sdpa"
+    has_prev = mode != "none"
+    mask_bytes = s.B * s.Lk if mask else 0
+    forward = (qk + v + out + (has_scores + has_prev) * score_map) * element_size + mask_bytes
+    if not backward:
+        return forward
+    # reads q, k, v, grad_out, grad_scores, prev; writes grad_q, grad_k, grad_v, grad_prev
+    maps = has_scores + 2 * has_prev
+    return forward + (2 * (qk + v) + out + maps * score_map) * element_size + mask_bytes
+
+
+# --------------------------------------------------------------------------------------------
+# Problems and implementations
+
+
+@dataclass
+class Problem:
+    """Inputs of one (shape, mode): tensors for the op plus output gradients for backward."""
+
+    shape: AttnShape
+    mode: str
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    prev: Tensor | None
+    key_mask: Tensor | None
+    gate_weight: Tensor | None
+    gate_bias: Tensor | None
+    grad_out: Tensor
+    grad_scores: Tensor
+
+    def args(self, requires_grad: bool) -> list[Tensor | None]:
+        """Positional op arguments; with ``requires_grad``, fresh leaves of the differentiable ones."""
+        args = [self.q, self.k, self.v, self.prev, self.key_mask, self.gate_weight, self.gate_bias]
+        if requires_grad:
+            args = [a.detach().requires_grad_() if a is not None and a.is_floating_point() else a
+                    for a in args]
+        return args
+
+
+def make_problem(shape: AttnShape, mode: str, dtype: torch.dtype, device: torch.device, mask: bool,
+                 seed: int = 0) -> Problem:
+    """Random inputs; with ``mask``, every other batch element has its last quarter of keys masked."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*size: int) -> Tensor:
+        return torch.randn(*size, generator=g).to(device=device, dtype=dtype)
+
+    s = shape
+    key_mask = None
+    if mask:
+        key_mask = torch.ones(s.B, s.Lk, dtype=torch.bool)
+        key_mask[1::2, s.Lk - s.Lk // 4:] = False
+        key_mask = key_mask.to(device)
+    gated = mode == "gated"
+    return Problem(
+        shape=s, mode=mode,
+        q=randn(s.B, s.H, s.Lq, s.D), k=randn(s.B, s.H, s.Lk, s.D), v=randn(s.B, s.H, s.Lk, s.Dv),
+        prev=randn(s.B, s.H, s.Lq, s.Lk) if mode != "none" else None,
+        key_mask=key_mask,
+        gate_weight=randn(s.H) if gated else None, gate_bias=randn(s.H) if gated else None,
+        grad_out=randn(s.B, s.H, s.Lq, s.Dv), grad_scores=randn(s.B, s.H, s.Lq, s.Lk),
+    )
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, prev: Tensor | None, key_mask: Tensor | None,
+          *_: Any) -> tuple[Tensor]:
+    mask = key_mask[:, None, None, :] if key_mask is not None else None
+    return (torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),)
+
+
+def make_impl(impl: str, mode: str) -> Callable[..., tuple[Tensor, ...]]:
+    """The callable of one implementation: ``f(q, k, v, prev, key_mask, gate_weight, gate_bias)``."""
+    if impl == "fused":
+        return functools.partial(gated_residual_attention, mode=mode, impl="fused")
+    if impl == "eager":
+        return functools.partial(gated_residual_attention_reference, mode=mode)
+    if impl == "compile":
+        torch._dynamo.reset()  # a fresh cache: no recompile limit, compile time attributable to this case
+        return torch.compile(functools.partial(gated_residual_attention_reference, mode=mode), fullgraph=True,
+                             dynamic=False)
+    if impl == "sdpa":
+        return _sdpa
+    raise ValueError(f"impl: expected one of {', '.join(IMPLS)}, got {impl!r}")
+
+
+def forward_step(fn: Callable[..., tuple[Tensor, ...]], problem: Problem) -> Callable[[], tuple[Tensor, ...]]:
+    args = problem.args(requires_grad=False)
+
+    def step() -> tuple[Tensor, ...]:
+        with torch.no_grad():
+            return fn(*args)
+
+    return step
+
+
+def fwd_bwd_step(fn: Callable[..., tuple[Tensor, ...]], problem: Problem) -> Callable[[], tuple[Tensor, ...]]:
+    """Forward + ``torch.autograd.grad`` of all outputs w.r.t. every differentiable input."""
+    args = problem.args(requires_grad=True)
+    leaves = [a for a in args if a is not None and a.requires_grad]
+    cotangents = (problem.grad_out, problem.grad_scores)
+
+    def step() -> tuple[Tensor, ...]:
+        outputs = fn(*args)
+        return torch.autograd.grad(outputs, leaves, cotangents[: len(outputs)])
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(step: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds per call: CUDA events on GPU, ``perf_counter`` on CPU, after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def memory_kind(device: torch.device) -> str:
+    if device.type == "cuda":
+        return ("torch.cuda.max_memory_allocated during one call minus the memory allocated before it "
+                "(inputs excluded, outputs and temporaries included)")
+    return ("peak of the running sum of the allocations and frees made through ATen's CPU allocator "
+            "during one call, from torch.profiler memory events (inputs excluded, outputs and temporaries "
+            "included; Python objects and allocator caching not counted)")
+
+
+def _cpu_peak_extra_bytes(step: Callable[[], object]) -> int:
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # read when the profiler starts: no per-run log lines
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    allocations = []
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+            allocations.append((node.start_time_ns, node.extra_fields.alloc_size))
+    total = peak = 0
+    for _, size in sorted(allocations):
+        total += size
+        peak = max(peak, total)
+    return peak
+
+
+def peak_extra_bytes(step: Callable[[], object], device: torch.device) -> int:
+    """Peak memory one call allocates beyond what existed before it (see :func:`memory_kind`)."""
+    if device.type != "cuda":
+        return _cpu_peak_extra_bytes(step)
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    step()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+@dataclass
+class PassResult:
+    """Timing and memory of one pass ("forward" or "fwd_bwd") of one implementation."""
+
+    median_ms: float
+    q25_ms: float
+    q75_ms: float
+    iqr_ms: float
+    min_ms: float
+    peak_mem_mib: float
+    floor_bytes: int
+    gb_per_s: float
+    pct_of_floor: float | None
+    speedup_vs_eager: float | None = None
+    speedup_vs_compile: float | None = None
+
+
+@dataclass
+class CaseResult:
+    """One row: a (shape, mode, implementation)."""
+
+    shape: str
+    B: int
+    H: int
+    Lq: int
+    Lk: int
+    D: int
+    Dv: int
+    mode: str
+    impl: str
+    available: bool
+    note: str = ""
+    forward: PassResult | None = None
+    fwd_bwd: PassResult | None = None
+    compile_s: float | None = None
+    max_abs_diff_vs_eager: float | None = None
+    matches_eager: bool | None = None
+
+
+def summarize(times: list[float], peak_bytes: int, n_bytes: int, peak_gbs: float | None) -> PassResult:
+    q25, _, q75 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+    median = statistics.median(times)
+    gbs = n_bytes / median / 1e9
+    return PassResult(
+        median_ms=1e3 * median, q25_ms=1e3 * q25, q75_ms=1e3 * q75, iqr_ms=1e3 * (q75 - q25),
+        min_ms=1e3 * min(times),
+        peak_mem_mib=peak_bytes / 2**20, floor_bytes=n_bytes, gb_per_s=gbs,
+        pct_of_floor=100 * gbs / peak_gbs if peak_gbs else None,
+    )
+
+
+def max_abs_diff(got: Sequence[Tensor], want: Sequence[Tensor], dtype: torch.dtype) -> tuple[float, bool]:
+    """Largest |got - want| over paired tensors and whether all are allclose at ``dtype``'s tolerance."""
+    rtol, atol = TOLERANCES[dtype]
+    diff, close = 0.0, True
+    for a, b in zip(got, want):
+        a, b = a.double(), b.double()
+        diff = max(diff, float((a - b).abs().max()) if a.numel() else 0.0)
+        close = close and bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+    return diff, close
+
+
+@dataclass
+class BenchConfig:
+    device: str
+    dtype: str
+    shapes: list[str]
+    modes: list[str]
+    impls: list[str]
+    backward: bool
+    repeats: int
+    warmup: int
+    mask: bool
+    seed: int
+
+
+def run_case(shape: AttnShape, mode: str, config: BenchConfig, peak_gbs: float | None) -> list[CaseResult]:
+    """Check and measure every implementation on one (shape, mode)."""
+    device, dtype = torch.device(config.device), DTYPES[config.dtype]
+    problem = make_problem(shape, mode, dtype, device, config.mask, config.seed)
+    expected = functools.cache(lambda out_only: expected_outputs(problem, config.backward, out_only))
+    base = dict(shape=str(shape), B=shape.B, H=shape.H, Lq=shape.Lq, Lk=shape.Lk, D=shape.D, Dv=shape.Dv,
+                mode=mode)
+    results = []
+    for impl in config.impls:
+        if impl == "sdpa" and mode != "none":
+            continue  # SDPA has no residual / gated scores
+        if impl == "fused" and not fused_kernel_available(device, dtype):
+            results.append(CaseResult(**base, impl=impl, available=False,
+                                      note=f"no compiled mmfuse kernel for {device.type}/{config.dtype}"))
+            continue
+        try:
+            results.append(_measure_impl(impl, problem, config, peak_gbs, base, expected))
+        except RuntimeError as exc:  # includes CUDA OOM and compile failures: record, go on
+            note = f"failed: {type(exc).__name__}: {exc}"
+            results.append(CaseResult(**base, impl=impl, available=False, note=note))
+    _add_speedups(results)
+    return results
+
+
+def _out_only(fn: Callable[..., tuple[Tensor, ...]]) -> Callable[..., tuple[Tensor]]:
+    return lambda *args: fn(*args)[:1]
+
+
+def expected_outputs(problem: Problem, backward: bool, out_only: bool) -> list[Tensor]:
+    """The eager reference's outputs (and gradients) that an implementation is checked against.
+
+    ``out_only`` (SDPA): only ``out``, and gradients from ``grad_out`` alone.
+    """
+    eager = make_impl("eager", problem.mode)
+    if out_only:
+        eager = _out_only(eager)
+    want = list(forward_step(eager, problem)())
+    if backward:
+        want += list(fwd_bwd_step(eager, problem)())
+    return want
+
+
+def _measure_impl(impl: str, problem: Problem, config: BenchConfig, peak_gbs: float | None,
+                  base: dict[str, Any], expected: Callable[[bool], list[Tensor]]) -> CaseResult:
+    device, dtype = torch.device(config.device), DTYPES[config.dtype]
+    fn = make_impl(impl, problem.mode)
+    steps = {"forward": forward_step(fn, problem)}
+    if config.backward:
+        steps["fwd_bwd"] = fwd_bwd_step(fn, problem)
+
+    # first calls: compile (torch.compile) and the correctness check against eager
+    compile_s = 0.0
+    got: list[Tensor] = []
+    for name, step in steps.items():
+        synchronize(device)
+        t0 = time.perf_counter()
+        outputs = step()
+        synchronize(device)
+        compile_s += time.perf_counter() - t0
+        got += list(outputs)
+    diff, close = max_abs_diff(got, expected(impl == "sdpa"), dtype)
+
+    passes = {}
+    for name, step in steps.items():
+        times = time_calls(step, config.repeats, config.warmup, device)
+        n_bytes = floor_bytes(problem.shape, problem.mode, impl, problem.q.element_size(), config.mask,
+                              backward=name == "fwd_bwd")
+        passes[name] = summarize(times, peak_extra_bytes(step, device), n_bytes, peak_gbs)
+    if impl == "compile":
+        compile_s -= sum(p.median_ms for p in passes.values()) / 1e3  # keep only the compilation
+    rtol, atol = TOLERANCES[dtype]
+    return CaseResult(
+        **base, impl=impl, available=True,
+        note="" if close else f"MISMATCH: outputs/gradients differ from eager (rtol={rtol}, atol={atol})",
+        forward=passes["forward"], fwd_bwd=passes.get("fwd_bwd"),
+        compile_s=max(compile_s, 0.0) if impl == "compile" else None,
+        max_abs_diff_vs_eager=diff, matches_eager=close,
+    )
+
+
+def _add_speedups(results: list[CaseResult]) -> None:
+    by_impl = {r.impl: r for r in results if r.available}
+    for r in by_impl.values():
+        for name in ("forward", "fwd_bwd"):
+            this = getattr(r, name)
+            if this is None:
+                continue
+            for other, attr in (("eager", "speedup_vs_eager"), ("compile", "speedup_vs_compile")):
+                ref = getattr(by_impl[other], name) if other in by_impl else None
+                ratio = ref.median_ms / this.median_ms if ref is not None and other != r.impl else None
+                setattr(this, attr, ratio)
+
+
+# --------------------------------------------------------------------------------------------
+# Environment, options, entry point
+
+
+def _git(*args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device, dtype: torch.dtype, peak: tuple[float, str] | None) -> dict[str, Any]:
+    from mmfuse.ops import extension_available
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {_cpu_name()}"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "device": device.type,
+        "device_name": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "extension": extension_available(),
+        "fused_kernel": fused_kernel_available(device, dtype),
+        "peak_bandwidth_gbs": peak[0] if peak else None,
+        "peak_bandwidth_source": peak[1] if peak else None,
+        "memory_kind": memory_kind(device),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the attention benchmark (shared by ``mmfuse bench attn`` and the script)."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help=f"default: {DEFAULT_DTYPE['cpu']} on CPU, {DEFAULT_DTYPE['cuda']} on CUDA")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument("--impls", default=",".join(IMPLS),
+                        help=f"comma-separated subset of {','.join(IMPLS)} (sdpa runs for mode none only)")
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated BxHxLxD, BxHxLqxLkxD or BxHxLqxLkxDxDv "
+                             f"(default: {DEFAULT_SHAPES['cpu']} on CPU, {DEFAULT_SHAPES['cuda']} on CUDA)")
+    parser.add_argument("--backward", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time forward + backward (default: on)")
+    parser.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
+                        help="key mask with padding in every other batch element (default: on)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed calls per measurement (default: {DEFAULT_REPEATS['cpu']} CPU, "
+                             f"{DEFAULT_REPEATS['cuda']} CUDA)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"untimed calls first (default: {DEFAULT_WARMUP['cpu']} CPU, "
+                             f"{DEFAULT_WARMUP['cuda']} CUDA)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--peak-bandwidth", type=float, default=None, metavar="GB/s",
+                        help="the device's peak memory bandwidth (default: from the GPU name; none on CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="PATH",
+                        help="write the table as Markdown")
+
+
+def _split(text: str, allowed: Sequence[str], option: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if not items or bad:
+        raise ValueError(f"{option}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+    return items
+
+
+def resolve_config(args: argparse.Namespace) -> BenchConfig:
+    """Validate the options and fill in per-device defaults."""
+    requested = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    requested = "cpu" if requested == "auto" else requested
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ValueError(f"--device: expected cpu, cuda, cuda:N or auto, got {args.device!r}") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected cpu, cuda, cuda:N or auto, got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    kind = device.type
+    for name in ("repeats", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name}: expected a positive int, got {value}")
+    if args.warmup is not None and args.warmup < 0:
+        raise ValueError(f"--warmup: expected an int >= 0, got {args.warmup}")
+    bandwidth = args.peak_bandwidth
+    if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
+        raise ValueError(f"--peak-bandwidth: expected a positive number of GB/s, got {bandwidth}")
+    shapes = [str(AttnShape.parse(s)) for s in (args.shapes or DEFAULT_SHAPES[kind]).split(",") if s.strip()]
+    if not shapes:
+        raise ValueError(f"--shapes: expected at least one shape, got {args.shapes!r}")
+    return BenchConfig(
+        device=str(device), dtype=args.dtype or DEFAULT_DTYPE[kind], shapes=shapes,
+        modes=_split(args.modes, MODES, "--modes"), impls=_split(args.impls, IMPLS, "--impls"),
+        backward=args.backward, repeats=args.repeats or DEFAULT_REPEATS[kind],
+        warmup=args.warmup if args.warmup is not None else DEFAULT_WARMUP[kind],
+        mask=args.mask, seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace, command: str | None = None) -> int:
+    """Run every (shape, mode), print the table, write JSON / Markdown; returns an exit code
+    (1 when an implementation failed or disagreed with the eager reference)."""
+    from mmfuse.bench.report import print_table, result_table, results_markdown
+    from mmfuse.utils.io import atomic_write_text
+
+    config = resolve_config(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(config.device), DTYPES[config.dtype]
+    if args.peak_bandwidth is not None:
+        peak: tuple[float, str] | None = (args.peak_bandwidth, "--peak-bandwidth")
+    elif device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = peak_bandwidth_for(name)
+        if peak is None:
+            warnings.warn(f"no peak bandwidth known for {name!r}; pass --peak-bandwidth GB/s for % of floor",
+                          stacklevel=2)
+    else:
+        peak = None
+    env = environment(device, dtype, peak)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    started = time.perf_counter()
+    results: list[CaseResult] = []
+    for shape in config.shapes:
+        for mode in config.modes:
+            results += run_case(AttnShape.parse(shape), mode, config, env["peak_bandwidth_gbs"])
+    if load_start is not None:
+        env["load_avg"] = [load_start, os.getloadavg()[0]]
+    payload = {
+        "benchmark": "attn",
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
+        "wall_s": time.perf_counter() - started,
+        "environment": env,
+        "config": asdict(config),
+        "results": [asdict(r) for r in results],
+    }
+    print_table(result_table(payload))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown is not None:
+        atomic_write_text(args.markdown, results_markdown(payload))
+        print(f"wrote {args.markdown}")
+    failed = [r for r in results
+              if (not r.available and r.note.startswith("failed")) or r.matches_eager is False]
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None, *, invoked_as: str = "python benchmarks/attn_bench.py") -> int:
+    """Command-line entry point; ``invoked_as`` is recorded (with the options) as the command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=invoked_as, description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args, command=shlex.join([*shlex.split(invoked_as), *argv]))
+    except ValueError as exc:  # bad option values, an unavailable device
+        parser.error(str(exc))

@@ -1,0 +1,285 @@
+"""Result tables of the benchmarks, for the terminal (rich) and for Markdown docs.
+
+The same :class:`ResultTable` built from a benchmark's JSON is printed by the benchmark and
+embedded in the docs, so the docs cannot drift from the committed results. A Markdown page
+embeds a results file between two markers::
+
+    <!-- bench-results: benchmarks/results/attn_bench_cpu-2core.json -->
+    (generated: device, command, table, notes)
+    <!-- /bench-results -->
+
+``python -m mmfuse.bench.report docs/performance.md`` regenerates every such section from
+its JSON; ``--check`` only reports stale sections (exit code 1), as the tests do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SECTION = re.compile(
+    r"(?P<begin><!-- bench-results: (?P<path>[^\s]+) -->\n)(?P<body>.*?)(?P<end><!-- /bench-results -->)",
+    re.S,
+)
+
+NA = "n/a"
+NONE = "—"
+
+
+@dataclass
+class ResultTable:
+    """A table of strings plus the notes that explain it (footnotes, units, what was measured)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt_num(x: float | None) -> str:
+    """About three significant digits without scientific notation; ``—`` for missing values."""
+    if x is None:
+        return NONE
+    ax = abs(x)
+    if ax >= 100:
+        return f"{x:.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    if ax >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def _ratio(x: float | None) -> str:
+    return NONE if x is None else f"{x:.2f}×"
+
+
+# --------------------------------------------------------------------------------------------
+# attn_bench
+
+
+def attn_table(payload: dict[str, Any]) -> ResultTable:
+    """Rows of ``attn_bench`` results: one per (shape, mode, implementation)."""
+    config = payload["config"]
+    env = payload["environment"]
+    backward = bool(config["backward"])
+    show_pct = env.get("peak_bandwidth_gbs") is not None
+    passes = ("forward", "fwd_bwd") if backward else ("forward",)
+
+    def both(row: dict[str, Any], fmt: Callable[[float | None], str], key: str) -> str:
+        """``fwd / f+b`` values of one field of the row's passes."""
+        return " / ".join(fmt(row[p][key]) if row.get(p) else NONE for p in passes)
+
+    columns = ["shape", "mode", "impl", "fwd ms [IQR]"]
+    if backward:
+        columns.append("fwd+bwd ms [IQR]")
+    suffix = " (fwd / f+b)" if backward else " (fwd)"
+    columns += [name + suffix for name in ("min ms", "× eager", "× compile", "peak MiB", "GB/s")]
+    if show_pct:
+        columns.append("% of floor" + suffix)
+    columns.append("compile s")
+
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for r in payload["results"]:
+        head = [r["shape"], r["mode"], r["impl"]]
+        if not r["available"]:
+            rows.append(head + [NA] * (len(columns) - len(head)))
+            notes.append(f"{r['impl']} {r['shape']} {r['mode']}: {r['note']}")
+            continue
+        cells = [f"{fmt_num(r[p]['median_ms'])} [{fmt_num(r[p]['iqr_ms'])}]" for p in passes]
+        cells += [both(r, fmt_num, "min_ms"), both(r, _ratio, "speedup_vs_eager"),
+                  both(r, _ratio, "speedup_vs_compile"), both(r, fmt_num, "peak_mem_mib"),
+                  both(r, fmt_num, "gb_per_s")]
+        if show_pct:
+            cells.append(both(r, fmt_num, "pct_of_floor"))
+        cells.append(fmt_num(r["compile_s"]))
+        rows.append(head + cells)
+        if r["note"]:
+            notes.append(f"{r['impl']} {r['shape']} {r['mode']}: {r['note']}")
+
+    dtype = config["dtype"]
+    notes += [
+        "shape = B×H×Lq×Lk×D×Dv; times are the median [interquartile range] of "
+        f"{config['repeats']} timed calls after {config['warmup']} warm-up calls; "
+        "fwd runs without autograd, fwd+bwd is forward plus backward of both outputs.",
+        "× eager / × compile = that implementation's median time divided by this row's "
+        "(above 1 = this row is faster); compile s = first-call time of torch.compile "
+        "(excluded from the timings).",
+        f"peak MiB: {env['memory_kind']}.",
+        "GB/s = the bytes the op must move (reads of q, k, v, prev, key_mask and writes of out, "
+        "scores; backward adds reads of both output gradients and writes of the input gradients), "
+        f"in {dtype}, divided by the median time"
+        + (f"; % of floor = that rate over the device's {env['peak_bandwidth_gbs']:.0f} GB/s "
+           f"({env['peak_bandwidth_source']})." if show_pct else "."),
+    ]
+    mask = "on" if config["mask"] else "off"
+    title = f"gated_residual_attention on {env['device_name']} ({dtype}, key mask {mask})"
+    return ResultTable(title=title, columns=columns, rows=rows, notes=notes)
+
+
+def attn_header(payload: dict[str, Any]) -> list[str]:
+    env = payload["environment"]
+    threads = f"{env['threads']} threads" if env["device"] == "cpu" else f"{env['cpu_count']} CPUs"
+    load = env.get("load_avg")
+    load_txt = f", load average {load[0]:.1f} → {load[1]:.1f} (start → end)" if load else ""
+    commit = (env.get("git_commit") or "unknown")[:10]
+    commit += " (+ local changes)" if env.get("git_dirty") else ""
+    return [
+        f"- Device: {env['device_name']} ({threads}{load_txt}); torch {env['torch']}; commit {commit}; "
+        f"{payload['created']}",
+        f"- Command: `{payload['command']}`",
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# model_bench (mmfuse/bench/model.py, schema_version 1)
+
+
+def model_table(payload: dict[str, Any]) -> ResultTable:
+    """Rows of ``model_bench`` results: one per (device, preset, attention implementation)."""
+    results = payload["results"]
+    reference = {
+        (r["config"]["device"], r["config"]["preset"]): r
+        for r in results
+        if r["config"]["impl"] == "reference" and r["available"]
+    }
+    columns = ["device", "preset", "impl", "amp", "batch", "samples/s", "ms/step", "min–max ms", "peak MiB",
+               "speed-up vs reference"]
+    rows, notes = [], []
+    for r in results:
+        c = r["config"]
+        head = [c["device"], c["preset"], c["impl"], c["amp"], str(c["batch_size"])]
+        if not r["available"]:
+            rows.append(head + [NA] * (len(columns) - len(head)))
+            notes.append(f"{c['impl']} on {c['device']}: {r['note']}")
+            continue
+        ref = reference.get((c["device"], c["preset"]))
+        speedup = r["samples_per_s"] / ref["samples_per_s"] if ref and ref["samples_per_s"] else None
+        rows.append(head + [
+            fmt_num(r["samples_per_s"]), fmt_num(r["step_ms"]),
+            f"{fmt_num(r['step_ms_min'])}–{fmt_num(r['step_ms_max'])}",
+            fmt_num(r["peak_memory_mb"]), _ratio(speedup),
+        ])
+    kinds = sorted({r["memory_kind"] for r in results if r["available"]})
+    notes.append("one step = forward + backward + AdamW update; ms/step is the median of the timed steps"
+                 + (f"; peak memory: {'; '.join(kinds)}." if kinds else "."))
+    return ResultTable(title="RADM training step", columns=columns, rows=rows, notes=notes)
+
+
+def model_header(payload: dict[str, Any]) -> list[str]:
+    env = payload["environment"]
+    cpu = f"CPU {env.get('cpu', '')} ({env.get('torch_default_threads')} threads)"
+    device = env.get("cuda_device") or cpu
+    lines = [f"- Device: {device}; torch {env['torch']}; {payload.get('created', 'date not recorded')}"]
+    if payload.get("command"):
+        lines.append(f"- Command: `{payload['command']}`")
+    else:
+        lines.append("- Command: not recorded in the JSON")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+RENDERERS = {"attn": (attn_header, attn_table), "model": (model_header, model_table)}
+
+
+def _renderers(payload: dict[str, Any]):
+    kind = payload.get("benchmark")
+    if kind not in RENDERERS:
+        raise ValueError(f"benchmark: expected one of {sorted(RENDERERS)} in the results JSON, got {kind!r}")
+    return RENDERERS[kind]
+
+
+def result_table(payload: dict[str, Any]) -> ResultTable:
+    """The table of a benchmark's results JSON (``attn`` or ``model``)."""
+    return _renderers(payload)[1](payload)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(table: ResultTable) -> str:
+    """A GitHub-flavoured Markdown table followed by its notes as a bullet list."""
+    lines = [
+        "| " + " | ".join(_md_cell(c) for c in table.columns) + " |",
+        "|" + "|".join("---" for _ in table.columns) + "|",
+    ]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    if table.notes:
+        lines.append("")
+        lines += [f"- {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(table: ResultTable, width: int = 200) -> None:
+    """Print with rich, notes below the table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title=table.title)
+    for i, column in enumerate(table.columns):
+        out.add_column(column, justify="left" if i < 3 else "right")
+    for row in table.rows:
+        out.add_row(*row)
+    console = Console(width=width)
+    console.print(out)
+    for note in table.notes:
+        console.print(f"- {note}", highlight=False, markup=False)
+
+
+def results_markdown(payload: dict[str, Any]) -> str:
+    """Header (device, command) + table + notes of one results JSON, as Markdown."""
+    header, table = _renderers(payload)
+    return "\n".join(header(payload)) + "\n\n" + to_markdown(table(payload))
+
+
+def section_body(json_path: str, root: Path = REPO_ROOT) -> str:
+    """The generated body of a docs section for ``json_path`` (relative to ``root``)."""
+    path = root / json_path
+    if not path.is_file():
+        return (f"_No results committed yet: `{json_path}` does not exist. Run the benchmark with "
+                f"`--json {json_path}`, then `python -m mmfuse.bench.report <page>`._\n")
+    return results_markdown(json.loads(path.read_text(encoding="utf-8")))
+
+
+def update_markdown(text: str, root: Path = REPO_ROOT) -> str:
+    """``text`` with every bench-results section regenerated from its JSON."""
+    return SECTION.sub(lambda m: m["begin"] + section_body(m["path"], root) + m["end"], text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmfuse.bench.report",
+                                     description="Regenerate the bench-results sections of Markdown pages.")
+    parser.add_argument("pages", nargs="+", type=Path, help="Markdown files with bench-results markers")
+    parser.add_argument("--check", action="store_true", help="only report stale pages (exit code 1)")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="folder the JSON paths are relative to")
+    args = parser.parse_args(argv)
+    from mmfuse.utils.io import atomic_write_text
+
+    stale = []
+    for page in args.pages:
+        text = page.read_text(encoding="utf-8")
+        if not SECTION.search(text):
+            parser.error(f"{page}: no '<!-- bench-results: PATH -->' … '<!-- /bench-results -->' section")
+        new = update_markdown(text, args.root)
+        if new != text:
+            stale.append(page)
+            if not args.check:
+                atomic_write_text(page, new)
+    for page in stale:
+        print(f"{page}: {'stale' if args.check else 'updated'}")
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
