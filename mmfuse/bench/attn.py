@@ -24,6 +24,7 @@ gradients are compared with the eager reference first, so a fast wrong kernel is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -33,11 +34,12 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -89,6 +91,10 @@ PEAK_BANDWIDTH_GBS: tuple[tuple[tuple[str, ...], str, float], ...] = (
 )
 
 
+class OptionError(ValueError):
+    """A command-line option has a bad value (the message names the option)."""
+
+
 def peak_bandwidth_for(device_name: str) -> tuple[float, str] | None:
     """``(GB/s, table entry)`` for a GPU name such as "NVIDIA H100 80GB HBM3", else None."""
     for needles, label, gbs in PEAK_BANDWIDTH_GBS:
@@ -117,8 +123,8 @@ class AttnShape:
         except ValueError:
             values = []
         if len(values) not in (4, 5, 6) or min(values, default=0) < 1:
-            raise ValueError(f"--shapes: expected BxHxLxD, BxHxLqxLkxD or BxHxLqxLkxDxDv with positive ints, "
-                             f"got {text!r}")
+            raise OptionError("--shapes: expected BxHxLxD, BxHxLqxLkxD or BxHxLqxLkxDxDv with positive "
+                              f"ints, got {text!r}")
         if len(values) == 4:
             B, H, L, D = values
             return cls(B, H, L, L, D, D)
@@ -573,6 +579,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--peak-bandwidth", type=float, default=None, metavar="GB/s",
                         help="the device's peak memory bandwidth (default: from the GPU name; none on CPU)")
+    parser.add_argument("--cold-compile", action="store_true",
+                        help="compile with an empty inductor cache (a temporary TORCHINDUCTOR_CACHE_DIR) so "
+                             "that 'compile s' is a cold compile (default: the usual, possibly warm, cache)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, default=None, metavar="PATH",
@@ -583,7 +592,7 @@ def _split(text: str, allowed: Sequence[str], option: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in items if t not in allowed]
     if not items or bad:
-        raise ValueError(f"{option}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+        raise OptionError(f"{option}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
     return items
 
 
@@ -594,24 +603,24 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
     try:
         device = torch.device(requested)
     except RuntimeError as exc:
-        raise ValueError(f"--device: expected cpu, cuda, cuda:N or auto, got {args.device!r}") from exc
+        raise OptionError(f"--device: expected cpu, cuda, cuda:N or auto, got {args.device!r}") from exc
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected cpu, cuda, cuda:N or auto, got {args.device!r}")
+        raise OptionError(f"--device: expected cpu, cuda, cuda:N or auto, got {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+        raise OptionError("--device cuda: no CUDA device is available")
     kind = device.type
     for name in ("repeats", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name}: expected a positive int, got {value}")
+            raise OptionError(f"--{name}: expected a positive int, got {value}")
     if args.warmup is not None and args.warmup < 0:
-        raise ValueError(f"--warmup: expected an int >= 0, got {args.warmup}")
+        raise OptionError(f"--warmup: expected an int >= 0, got {args.warmup}")
     bandwidth = args.peak_bandwidth
     if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
-        raise ValueError(f"--peak-bandwidth: expected a positive number of GB/s, got {bandwidth}")
+        raise OptionError(f"--peak-bandwidth: expected a positive number of GB/s, got {bandwidth}")
     shapes = [str(AttnShape.parse(s)) for s in (args.shapes or DEFAULT_SHAPES[kind]).split(",") if s.strip()]
     if not shapes:
-        raise ValueError(f"--shapes: expected at least one shape, got {args.shapes!r}")
+        raise OptionError(f"--shapes: expected at least one shape, got {args.shapes!r}")
     return BenchConfig(
         device=str(device), dtype=args.dtype or DEFAULT_DTYPE[kind], shapes=shapes,
         modes=_split(args.modes, MODES, "--modes"), impls=_split(args.impls, IMPLS, "--impls"),
@@ -619,6 +628,38 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
         warmup=args.warmup if args.warmup is not None else DEFAULT_WARMUP[kind],
         mask=args.mask, seed=args.seed,
     )
+
+
+def _peak_bandwidth(args: argparse.Namespace, device: torch.device) -> tuple[float, str] | None:
+    """``(GB/s, where it came from)``: the flag, else the GPU table; None on CPU or unknown GPUs."""
+    if args.peak_bandwidth is not None:
+        return args.peak_bandwidth, "--peak-bandwidth"
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    peak = peak_bandwidth_for(name)
+    if peak is None:
+        warnings.warn(f"no peak bandwidth known for {name!r}; pass --peak-bandwidth GB/s for % of floor",
+                      stacklevel=3)
+    return peak
+
+
+@contextlib.contextmanager
+def _inductor_cache(cold: bool) -> Iterator[str]:
+    """With ``cold``, point inductor at an empty temporary cache (restored afterwards)."""
+    if not cold:
+        yield "default, may be warm"
+        return
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="mmfuse-inductor-") as tmp:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tmp  # inductor reads it at each compile
+        try:
+            yield "empty at start (--cold-compile)"
+        finally:
+            if previous is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
 
 
 def run(args: argparse.Namespace, command: str | None = None) -> int:
@@ -631,23 +672,15 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(config.device), DTYPES[config.dtype]
-    if args.peak_bandwidth is not None:
-        peak: tuple[float, str] | None = (args.peak_bandwidth, "--peak-bandwidth")
-    elif device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak = peak_bandwidth_for(name)
-        if peak is None:
-            warnings.warn(f"no peak bandwidth known for {name!r}; pass --peak-bandwidth GB/s for % of floor",
-                          stacklevel=2)
-    else:
-        peak = None
-    env = environment(device, dtype, peak)
+    env = environment(device, dtype, _peak_bandwidth(args, device))
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
     results: list[CaseResult] = []
-    for shape in config.shapes:
-        for mode in config.modes:
-            results += run_case(AttnShape.parse(shape), mode, config, env["peak_bandwidth_gbs"])
+    with _inductor_cache(args.cold_compile and "compile" in config.impls) as cache:
+        env["inductor_cache"] = cache
+        for shape in config.shapes:
+            for mode in config.modes:
+                results += run_case(AttnShape.parse(shape), mode, config, env["peak_bandwidth_gbs"])
     if load_start is not None:
         env["load_avg"] = [load_start, os.getloadavg()[0]]
     payload = {
@@ -680,5 +713,5 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str = "python benchma
     args = parser.parse_args(argv)
     try:
         return run(args, command=shlex.join([*shlex.split(invoked_as), *argv]))
-    except ValueError as exc:  # bad option values, an unavailable device
+    except OptionError as exc:  # bad option values, an unavailable device
         parser.error(str(exc))

@@ -86,12 +86,13 @@ def attn_table(payload: dict[str, Any]) -> ResultTable:
     columns.append("compile s")
 
     rows: list[list[str]] = []
-    notes: list[str] = []
+    row_notes: dict[tuple[str, str], list[str]] = {}  # (impl, note) -> the rows it applies to
     for r in payload["results"]:
         head = [r["shape"], r["mode"], r["impl"]]
+        if r["note"]:
+            row_notes.setdefault((r["impl"], r["note"]), []).append(f"{r['shape']} {r['mode']}")
         if not r["available"]:
             rows.append(head + [NA] * (len(columns) - len(head)))
-            notes.append(f"{r['impl']} {r['shape']} {r['mode']}: {r['note']}")
             continue
         cells = [f"{fmt_num(r[p]['median_ms'])} [{fmt_num(r[p]['iqr_ms'])}]" for p in passes]
         cells += [both(r, fmt_num, "min_ms"), both(r, _ratio, "speedup_vs_eager"),
@@ -101,17 +102,19 @@ def attn_table(payload: dict[str, Any]) -> ResultTable:
             cells.append(both(r, fmt_num, "pct_of_floor"))
         cells.append(fmt_num(r["compile_s"]))
         rows.append(head + cells)
-        if r["note"]:
-            notes.append(f"{r['impl']} {r['shape']} {r['mode']}: {r['note']}")
 
+    n_rows = {impl: sum(r["impl"] == impl for r in payload["results"]) for impl, _ in row_notes}
+    notes = [f"{impl} ({'all rows' if len(where) == n_rows[impl] else ', '.join(where)}): {note}"
+             for (impl, note), where in row_notes.items()]
     dtype = config["dtype"]
     notes += [
-        "shape = B×H×Lq×Lk×D×Dv; times are the median [interquartile range] of "
+        "shape = BxHxLxD (Lq = Lk = L, Dv = D), BxHxLqxLkxD or BxHxLqxLkxDxDv; times are the median "
+        "[interquartile range] of "
         f"{config['repeats']} timed calls after {config['warmup']} warm-up calls; "
         "fwd runs without autograd, fwd+bwd is forward plus backward of both outputs.",
         "× eager / × compile = that implementation's median time divided by this row's "
         "(above 1 = this row is faster); compile s = first-call time of torch.compile "
-        "(excluded from the timings).",
+        f"(excluded from the timings; inductor cache: {env.get('inductor_cache', 'not recorded')}).",
         f"peak MiB: {env['memory_kind']}.",
         "GB/s = the bytes the op must move (reads of q, k, v, prev, key_mask and writes of out, "
         "scores; backward adds reads of both output gradients and writes of the input gradients), "
