@@ -182,11 +182,29 @@ def test_missing_benchmark_module_gives_a_clear_error(monkeypatch, capsys):
     assert "mmfuse/bench/not_there.py is missing" in err
 
 
-def test_performance_md_tables_match_committed_results():
+def test_docs_and_result_tables_match_committed_results():
     page = REPO_ROOT / "docs" / "performance.md"
-    text = page.read_text(encoding="utf-8")
-    sections = report.SECTION.findall(text)
+    sections = report.SECTION.findall(page.read_text(encoding="utf-8"))
     assert sections, "docs/performance.md has no bench-results sections"
-    assert report.update_markdown(text) == text, (
-        "docs/performance.md is stale: run `python -m mmfuse.bench.report docs/performance.md`"
-    )
+    results = sorted((REPO_ROOT / "benchmarks" / "results").glob("attn_bench_*.json"))
+    assert results, "no attn_bench results committed under benchmarks/results/"
+    stale = report.stale_outputs([*results, page])
+    assert not stale, (f"stale: {sorted(str(p) for p in stale)}; run "
+                       "`python -m mmfuse.bench.report benchmarks/results/*.json docs/performance.md`")
+
+
+def test_report_cli_rewrites_stale_tables(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    source = REPO_ROOT / "benchmarks" / "results" / "attn_bench_cpu-2core.json"
+    result = tmp_path / "results" / "attn.json"
+    result.write_text(source.read_text())
+    page = tmp_path / "page.md"
+    begin, end = "<!-- bench-results: results/attn.json -->\n", "<!-- /bench-results -->\n"
+    page.write_text(f"intro\n{begin}old table\n{end}end\n")
+    argv = [str(result), str(page), "--root", str(tmp_path)]
+    assert report.main([*argv, "--check"]) == 1
+    assert report.main(argv) == 0
+    assert report.main([*argv, "--check"]) == 0
+    expected = report.results_markdown(json.loads(source.read_text()))
+    assert (tmp_path / "results" / "attn.md").read_text() == expected
+    assert page.read_text() == f"intro\n{begin}{expected}{end}end\n"

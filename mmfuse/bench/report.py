@@ -8,8 +8,9 @@ embeds a results file between two markers::
     (generated: device, command, table, notes)
     <!-- /bench-results -->
 
-``python -m mmfuse.bench.report docs/performance.md`` regenerates every such section from
-its JSON; ``--check`` only reports stale sections (exit code 1), as the tests do.
+``python -m mmfuse.bench.report benchmarks/results/*.json docs/performance.md`` regenerates
+the table next to each JSON (``x.md``) and every such section of the page; ``--check`` only
+lists what is stale (exit code 1), as the tests do.
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def section_body(json_path: str, root: Path = REPO_ROOT) -> str:
     path = root / json_path
     if not path.is_file():
         return (f"_No results committed yet: `{json_path}` does not exist. Run the benchmark with "
-                f"`--json {json_path}`, then `python -m mmfuse.bench.report <page>`._\n")
+                f"`--json {json_path}`, then `python -m mmfuse.bench.report {json_path} <this page>`._\n")
     return results_markdown(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -260,27 +261,49 @@ def update_markdown(text: str, root: Path = REPO_ROOT) -> str:
     return SECTION.sub(lambda m: m["begin"] + section_body(m["path"], root) + m["end"], text)
 
 
+def stale_outputs(paths: Sequence[Path], root: Path = REPO_ROOT) -> dict[Path, str]:
+    """``{file: its up-to-date text}`` for every file that differs from what the JSON gives.
+
+    A ``.json`` path stands for the Markdown table next to it (``x.json`` → ``x.md``); a ``.md``
+    path is a page whose bench-results sections are regenerated.
+    """
+    stale = {}
+    for path in paths:
+        if path.suffix == ".json":
+            target = path.with_suffix(".md")
+            new = results_markdown(json.loads(path.read_text(encoding="utf-8")))
+        else:
+            target = path
+            text = path.read_text(encoding="utf-8")
+            if not SECTION.search(text):
+                raise ValueError(f"{path}: no '<!-- bench-results: PATH -->' … '<!-- /bench-results -->' "
+                                 "section")
+            new = update_markdown(text, root)
+        if not target.is_file() or target.read_text(encoding="utf-8") != new:
+            stale[target] = new
+    return stale
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmfuse.bench.report",
-                                     description="Regenerate the bench-results sections of Markdown pages.")
-    parser.add_argument("pages", nargs="+", type=Path, help="Markdown files with bench-results markers")
-    parser.add_argument("--check", action="store_true", help="only report stale pages (exit code 1)")
-    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="folder the JSON paths are relative to")
+    parser = argparse.ArgumentParser(
+        prog="python -m mmfuse.bench.report",
+        description="Regenerate Markdown from benchmark results: x.json → its table x.md; "
+        "page.md → its bench-results sections.")
+    parser.add_argument("paths", nargs="+", type=Path, help="results JSON files and/or Markdown pages")
+    parser.add_argument("--check", action="store_true", help="only list stale files (exit code 1 if any)")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT,
+                        help="folder the JSON paths in pages are relative to (default: the repository)")
     args = parser.parse_args(argv)
     from mmfuse.utils.io import atomic_write_text
 
-    stale = []
-    for page in args.pages:
-        text = page.read_text(encoding="utf-8")
-        if not SECTION.search(text):
-            parser.error(f"{page}: no '<!-- bench-results: PATH -->' … '<!-- /bench-results -->' section")
-        new = update_markdown(text, args.root)
-        if new != text:
-            stale.append(page)
-            if not args.check:
-                atomic_write_text(page, new)
-    for page in stale:
-        print(f"{page}: {'stale' if args.check else 'updated'}")
+    try:
+        stale = stale_outputs(args.paths, args.root)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    for target, text in stale.items():
+        if not args.check:
+            atomic_write_text(target, text)
+        print(f"{target}: {'stale' if args.check else 'updated'}")
     return 1 if (args.check and stale) else 0
 
 
