@@ -1,7 +1,7 @@
 """Training logs: one JSON object per line (``<output_dir>/logs/train.jsonl``) and TensorBoard.
 
-Records have a ``type`` (``"train"``, ``"eval"``, ``"info"``), the optimizer ``step`` and the
-(fractional) ``epoch``. Training records carry ``loss`` (the weighted total that is
+Records have a ``type`` (``"train"``, ``"eval"``, ``"final"`` — the metrics of the exported model
+— and ``"info"``) and the optimizer ``step``; train and eval records also the (fractional) ``epoch``. Training records carry ``loss`` (the weighted total that is
 back-propagated), one ``losses/<name>`` entry per named component of ``output.losses`` (task
 losses and auxiliary ITC / ITM losses, unweighted), ``lr``, ``grad_norm`` and throughput;
 evaluation records carry the task's metrics. TensorBoard gets the same numbers as scalars named

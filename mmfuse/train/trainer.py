@@ -479,6 +479,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.eval_dataset is not None and args.eval_strategy != "no":
             metrics = self.evaluate()
+            self.logger.log("final", state.global_step, {"checkpoint": state.best_checkpoint if args.load_best_model_at_end  # type: ignore[union-attr]
+                                                         else None, **metrics})
         if ctx.is_main:
             extra = {EVAL_RESULTS_NAME: metrics} if metrics else {}
             ckpt.export_model(model, self.output_dir / MODEL_DIR, self.task_info, extra)
