@@ -7,8 +7,8 @@ import json
 import shutil
 
 import pytest
-import torch
 from PIL import Image
+from radm_support import one_thread  # noqa: F401 - fixture
 from train_support import TINY_OVERRIDES
 
 from mmfuse.builder import resolve_model_config
@@ -20,12 +20,7 @@ DATA = ["--dataset", "synthetic", "--data-opt", "train_size=48", "--data-opt", "
         "--data-opt", "test_size=20", "--data-opt", "image_size=32"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared 2-core machine: 1 thread is faster
 
 
 def run_json(capsys, argv: list[str]) -> dict:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from radm_support import one_thread  # noqa: F401 - fixture
 from train_support import synthetic, tiny_model
 
 from mmfuse.checkpoint import load_pretrained
@@ -18,13 +19,7 @@ from mmfuse.train import Trainer, TrainerCallback, TrainingArguments, read_log
 from mmfuse.train import checkpointing as ckpt
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared 2-core machine: 1 thread is faster
 
 
 def make_args(output_dir: Path, **changes) -> TrainingArguments:
