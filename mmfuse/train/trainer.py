@@ -342,7 +342,7 @@ class Trainer:
         args, ctx, state = self.args, self.ctx, self.state
         progress = self._progress_bar(state)
         window_sums: dict[str, float] = {}
-        window_rows, window_steps, window_start = 0, 0, time.perf_counter()
+        window_rows, window_start = 0, time.perf_counter()
         try:
             while state.global_step < state.total_steps and not state.stopped_early:
                 epoch = state.epoch
@@ -352,7 +352,6 @@ class Trainer:
                     for key, value in sums.items():
                         window_sums[key] = window_sums.get(key, 0.0) + value
                     window_rows += rows
-                    window_steps += 1
                     state.global_step += 1
                     state.batches_in_epoch += len(micro_batches)
                     epoch_done = state.batches_in_epoch >= batches_per_epoch
@@ -361,10 +360,9 @@ class Trainer:
                     progress.update(1)
                     last = state.global_step >= state.total_steps
                     if state.global_step % args.logging_steps == 0 or last:
-                        record = self._log_train(window_sums, window_steps, window_rows, window_start, grad_norm,
-                                                 batches_per_epoch)
+                        record = self._log_train(window_sums, window_rows, window_start, grad_norm, batches_per_epoch)
                         progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-                        window_sums, window_rows, window_steps, window_start = {}, 0, 0, time.perf_counter()
+                        window_sums, window_rows, window_start = {}, 0, time.perf_counter()
                     self._maybe_evaluate_and_save(epoch_done, last, batches_per_epoch)
                     for callback in self.callbacks:
                         callback.on_step_end(self, state)
@@ -409,8 +407,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return {k: float(v) for k, v in sums.items()}, rows, grad_norm
 
-    def _log_train(self, sums: dict[str, float], steps: int, rows: int, start: float, grad_norm: float,
+    def _log_train(self, sums: dict[str, float], rows: int, start: float, grad_norm: float,
                    batches_per_epoch: int) -> dict[str, Any]:
+        """Log the window's mean losses (over all ranks' rows), learning rate, grad norm and throughput."""
         names = sorted(sums)
         totals = all_reduce_sum(torch.tensor([sums[n] for n in names] + [rows], dtype=torch.float64), self.ctx)
         total_rows = max(float(totals[-1]), 1.0)
