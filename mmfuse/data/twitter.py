@@ -62,7 +62,28 @@ from mmfuse.data.base import (
     RecordDataset,
     Sample,
 )
+from mmfuse.data.collate_jmasa import JointSpanCollator
 from mmfuse.data.images import find_image
+
+__all__ = [
+    "POLARITIES",
+    "Aspect",
+    "AspectRow",
+    "JointSpanCollator",
+    "JointTweet",
+    "TwitterAspectDataset",
+    "TwitterDataset",
+    "TwitterJointDataset",
+    "build_twitter",
+    "build_twitter2015",
+    "build_twitter2017",
+    "group_tweets",
+    "read_rows",
+    "read_tsv",
+    "read_txt",
+    "rebuild_row",
+    "split_file",
+]
 
 #: Polarity classes in label-index order (tsv ``label``; txt polarity + 1).
 POLARITIES: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -414,7 +435,8 @@ class TwitterJointDataset(TwitterDataset):
 
     Samples: ``{"id", "text", "words": list[str], "aspects": [(start, end, polarity), ...],
     "image": PIL.Image | None, "image_id"}``; spans are word indices, end inclusive, sorted by
-    position. :class:`~mmfuse.data.collate_jmasa.JointSpanCollator` turns them into a batch.
+    position. :class:`~mmfuse.data.collate_jmasa.JointSpanCollator` (re-exported here) turns them
+    into a batch.
     ``tasks`` is ``{"polarity": POLARITIES}``: the classes of the aspects' polarity, not a
     per-tweet label; :meth:`label_counts` counts aspects.
     """

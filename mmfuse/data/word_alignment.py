@@ -107,14 +107,16 @@ def _align_fast(tokenizer: Any, words: list[str], max_length: int | None) -> tup
     present = set(enc["word_index"])
     if all(w in present for w in range(len(words))):
         return enc, []
-    # Some word has no sub-token: empty after tokenization, or cut by truncation. Tell them apart
-    # on the untruncated encoding, map the empty ones to unk_token and encode again.
-    full = set(_encode_fast(tokenizer, words, None)["word_index"]) if max_length is not None else present
-    empty = [w for w in range(len(words)) if w not in full]
+    # Some word has no sub-token: empty after tokenization, or cut by truncation. Tokenize the
+    # missing words one by one (pre-split words are tokenized independently of their context).
+    missing = [w for w in range(len(words)) if w not in present]
+    alone = tokenizer([[words[w]] for w in missing], is_split_into_words=True, add_special_tokens=False)
+    empty = [w for w, ids in zip(missing, alone["input_ids"]) if not ids]
     if not empty:
         return enc, []
     unk = _unk_token(tokenizer, words, empty)
-    replaced = [unk if i in set(empty) else w for i, w in enumerate(words)]
+    empty_set = set(empty)
+    replaced = [unk if i in empty_set else w for i, w in enumerate(words)]
     enc = _encode_fast(tokenizer, replaced, max_length)
     if max_length is None and set(enc["word_index"]) != set(range(len(words))) | {-1}:
         raise ValueError(
