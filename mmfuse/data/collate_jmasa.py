@@ -53,7 +53,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mmfuse.data.word_alignment import WordAlignment, align_words
+from mmfuse.data.word_alignment import WordAlignment, align_words_batch
 
 IGNORE_INDEX = -100
 MissingImage = Literal["error", "blank"]
@@ -177,9 +177,9 @@ class JointSpanCollator:
         if not kept:
             return None
         words = [self._words(s, i) for i, s in enumerate(kept)]
-        alignments = [
-            align_words(w, self.tokenizer, max_length=self.max_length, use_word_ids=self.use_word_ids) for w in words
-        ]
+        alignments = align_words_batch(
+            words, self.tokenizer, max_length=self.max_length, use_word_ids=self.use_word_ids
+        )
         batch = self._text(alignments)
         if self._all_or_none(kept, "aspects"):
             aspects = [self._aspects(s, len(w), i) for i, (s, w) in enumerate(zip(kept, words))]

@@ -172,6 +172,32 @@ def _align_word_by_word(
     return enc, empty
 
 
+def _check_max_length(max_length: int | None) -> None:
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length: expected a positive int or None, got {max_length!r}")
+
+
+def _use_fast(tokenizer: Any, use_word_ids: bool | None) -> bool:
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    if use_word_ids and not fast:
+        raise ValueError(f"use_word_ids=True needs a fast tokenizer, got {type(tokenizer).__name__}")
+    return fast if use_word_ids is None else use_word_ids
+
+
+def _alignment(enc: dict[str, Any], empty: list[int], n_words: int) -> WordAlignment:
+    starts, kept = _word_starts(enc["word_index"], n_words)
+    types = enc.get("token_type_ids")
+    return WordAlignment(
+        input_ids=torch.tensor(enc["input_ids"], dtype=torch.long),
+        attention_mask=torch.tensor(enc["attention_mask"], dtype=torch.long),
+        token_type_ids=None if types is None else torch.tensor(types, dtype=torch.long),
+        word_index=torch.tensor(enc["word_index"], dtype=torch.long),
+        word_starts=torch.tensor(starts, dtype=torch.long),
+        num_kept_words=kept,
+        unk_words=tuple(empty),
+    )
+
+
 def align_words(
     words: Sequence[str], tokenizer: Any, *, max_length: int | None = None, use_word_ids: bool | None = None
 ) -> WordAlignment:
@@ -187,25 +213,35 @@ def align_words(
     Returns:
         A :class:`WordAlignment`.
     """
-    words = _check_words(words)
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"max_length: expected a positive int or None, got {max_length!r}")
-    fast = bool(getattr(tokenizer, "is_fast", False)) if use_word_ids is None else use_word_ids
-    if fast and not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"use_word_ids=True needs a fast tokenizer, got {type(tokenizer).__name__}")
-    enc, empty = (_align_fast if fast else _align_word_by_word)(tokenizer, words, max_length)
-    starts, kept = _word_starts(enc["word_index"], len(words))
+    return align_words_batch([words], tokenizer, max_length=max_length, use_word_ids=use_word_ids)[0]
 
-    def long(values: list[int]) -> Tensor:
-        return torch.tensor(values, dtype=torch.long)
 
-    types = enc.get("token_type_ids")
-    return WordAlignment(
-        input_ids=long(enc["input_ids"]),
-        attention_mask=long(enc["attention_mask"]),
-        token_type_ids=None if types is None else long(types),
-        word_index=long(enc["word_index"]),
-        word_starts=long(starts),
-        num_kept_words=kept,
-        unk_words=tuple(empty),
+def align_words_batch(
+    sentences: Sequence[Sequence[str]],
+    tokenizer: Any,
+    *,
+    max_length: int | None = None,
+    use_word_ids: bool | None = None,
+) -> list[WordAlignment]:
+    """:func:`align_words` for several sentences; fast tokenizers encode them in one call."""
+    if isinstance(sentences, str) or not isinstance(sentences, Sequence):
+        raise TypeError(f"sentences: expected a list of word lists, got {type(sentences).__name__}")
+    batch = [_check_words(words) for words in sentences]
+    _check_max_length(max_length)
+    if not _use_fast(tokenizer, use_word_ids):
+        return [_alignment(*_align_word_by_word(tokenizer, words, max_length), len(words)) for words in batch]
+    if not batch:
+        return []
+    encoded = tokenizer(
+        batch, is_split_into_words=True, add_special_tokens=True, truncation=max_length is not None,
+        max_length=max_length,
     )
+    out = []
+    for i, words in enumerate(batch):
+        owners = [-1 if w is None else w for w in encoded.word_ids(i)]
+        if set(owners) >= set(range(len(words))):
+            enc = {key: values[i] for key, values in encoded.items()}
+            out.append(_alignment({**enc, "word_index": owners}, [], len(words)))
+        else:  # a word without sub-token (empty, or truncated): the careful path
+            out.append(_alignment(*_align_fast(tokenizer, words, max_length), len(words)))
+    return out
