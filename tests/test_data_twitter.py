@@ -10,14 +10,14 @@ import warnings
 
 import pytest
 import torch
-import transformers
 from PIL import Image
 
 from mmfuse.config import ConfigError
 from mmfuse.data import BadImageError, build_dataset, list_datasets
 from mmfuse.data.twitter import POLARITIES, group_tweets, read_tsv, read_txt
+from jmasa_support import slow_wordpiece_tokenizer
 from mmfuse.data.word_alignment import align_words, align_words_batch
-from mmfuse.encoders.tokenizer import build_vocabulary, build_wordpiece_tokenizer
+from mmfuse.encoders.tokenizer import build_wordpiece_tokenizer
 
 SPLITS = ("train", "dev", "test")
 # shared/data/README.md, section 1d
@@ -48,18 +48,6 @@ def joint(twitter2015):
 @pytest.fixture(scope="module")
 def wordpiece():
     return build_wordpiece_tokenizer()
-
-
-def slow_wordpiece(tmp_path_factory):
-    """A slow (pure-Python) BERT tokenizer with the offline vocabulary: no ``word_ids``."""
-    legacy = getattr(transformers, "BertTokenizerLegacy", None)
-    if legacy is None:
-        pytest.skip("this transformers version has no BertTokenizerLegacy")
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(build_vocabulary()) + "\n", encoding="utf-8")
-    tokenizer = legacy(str(vocab), do_lower_case=True)
-    assert not tokenizer.is_fast
-    return tokenizer
 
 
 # -- the real files ---------------------------------------------------------------------------------
@@ -156,7 +144,7 @@ def test_tweet_structure_invariants(joint):
 def test_alignment_on_the_real_tokens(joint, wordpiece, tmp_path_factory):
     """Every word of every tweet gets a position; its sub-tokens spell the lower-cased word
     (hashtags, mentions, URLs pieces, ':)' ...); the fast and word-by-word paths agree."""
-    slow = slow_wordpiece(tmp_path_factory)
+    slow = slow_wordpiece_tokenizer(tmp_path_factory.mktemp("vocab"))
     words_seen = collections.Counter()
     for split in SPLITS:
         tweets = list(joint[split].iter_tweets())
