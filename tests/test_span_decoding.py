@@ -173,3 +173,8 @@ def test_one_span_with_all_candidates_is_the_best_valid_pair(case):
     (best,) = decode_spans(start, end, mask | True, top_k=n, max_span_len=n, max_spans=1) or [None]
     assert best is not None
     assert best[2] == max(float(start[s].double() + end[e].double()) for s in range(n) for e in range(s, n))
+
+
+def test_batch_wrapper_rejects_unknown_options():
+    with pytest.raises(TypeError, match="top_n"):
+        decode_spans_batch(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), top_n=3)

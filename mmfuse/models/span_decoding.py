@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -129,17 +130,10 @@ def decode_spans(
 
 
 def decode_spans_batch(
-    start_logits: Tensor,
-    end_logits: Tensor,
-    word_mask: Tensor,
-    *,
-    top_k: int = 20,
-    max_span_len: int = 10,
-    threshold: float | None = None,
-    max_spans: int = 8,
-    length_penalty: float = 0.0,
+    start_logits: Tensor, end_logits: Tensor, word_mask: Tensor, **options: Any
 ) -> list[list[Span]]:
-    """:func:`decode_spans` for every row of ``[B, W]`` logits and mask (one list of spans per row)."""
+    """:func:`decode_spans` for every row of ``[B, W]`` logits and mask (one list of spans per row);
+    ``options`` are :func:`decode_spans`' keyword arguments."""
     tensors: Sequence[Tensor] = [torch.as_tensor(t) for t in (start_logits, end_logits, word_mask)]
     for name, tensor in zip(("start_logits", "end_logits", "word_mask"), tensors):
         if tensor.dim() != 2:
@@ -150,10 +144,4 @@ def decode_spans_batch(
             f"start_logits, end_logits and word_mask must have the same shape [B, W], got "
             f"{list(start.shape)}, {list(end.shape)}, {list(mask.shape)}"
         )
-    return [
-        decode_spans(
-            start[i], end[i], mask[i], top_k=top_k, max_span_len=max_span_len, threshold=threshold,
-            max_spans=max_spans, length_penalty=length_penalty,
-        )
-        for i in range(start.shape[0])
-    ]
+    return [decode_spans(start[i], end[i], mask[i], **options) for i in range(start.shape[0])]
