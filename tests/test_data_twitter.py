@@ -309,3 +309,10 @@ def test_images_from_image_dir_with_the_bad_image_policy(tmp_path):
     assert any(re.search(r"skipping 1 item", str(w.message)) for w in caught)
     assert len(lenient) == 1 and lenient.skipped[0].id == "11" and lenient.label_counts()["neutral"] == 1
     assert len(aspects) == 2 and aspects[1]["image"].size == (20, 10) and aspects[1]["target"] == "x"
+
+
+def test_repeated_row_index_is_an_error_in_the_aspect_form(tmp_path):
+    write_tsv(tmp_path / "train.tsv", [(1, 0, "3.jpg", "$T$ x", "a"), (1, 1, "4.jpg", "$T$ y", "b")])
+    with pytest.raises(ValueError, match=r"twitter2015/train: row index 1 appears twice \(lines 2 and 3\)"):
+        build_dataset("twitter2015", "train", tmp_path, form="aspect")
+    assert len(build_dataset("twitter2015", "train", tmp_path)) == 2  # tweets are keyed by image + text

@@ -53,7 +53,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mmfuse.data.base import (
     OnBadImage,
@@ -399,21 +399,26 @@ class TwitterAspectDataset(TwitterDataset):
     Ids are ``"<split>-<row index>"``.
     """
 
-    def __init__(self, rows: Sequence[AspectRow], **kwargs) -> None:
+    def __init__(self, rows: Sequence[AspectRow], *, split: str, image_dir: str | None, **kwargs: Any) -> None:
         self.rows: dict[str, AspectRow] = {}
         records = []
         for row in rows:
-            record_id = f"{kwargs['split']}-{row.index}"
+            record_id = f"{split}-{row.index}"
+            if record_id in self.rows:
+                raise ValueError(
+                    f"{kwargs.get('name', 'twitter')}/{split}: row index {row.index} appears twice "
+                    f"(lines {self.rows[record_id].line} and {row.line}); indices must be unique"
+                )
             self.rows[record_id] = row
             records.append(
                 Record(
                     id=record_id,
                     text=" ".join(row.words),
                     labels={"sentiment": row.label},
-                    image_path=_image_path(kwargs["image_dir"], row.image_id),
+                    image_path=_image_path(image_dir, row.image_id),
                 )
             )
-        super().__init__(records, {"sentiment": POLARITIES}, **kwargs)
+        super().__init__(records, {"sentiment": POLARITIES}, split=split, image_dir=image_dir, **kwargs)
 
     def __getitem__(self, index: int) -> Sample | None:
         sample = super().__getitem__(index)
@@ -441,13 +446,13 @@ class TwitterJointDataset(TwitterDataset):
     per-tweet label; :meth:`label_counts` counts aspects.
     """
 
-    def __init__(self, tweets: Sequence[JointTweet], **kwargs) -> None:
+    def __init__(self, tweets: Sequence[JointTweet], *, image_dir: str | None, **kwargs: Any) -> None:
         self.tweets: dict[str, JointTweet] = {t.id: t for t in tweets}
         records = [
-            Record(id=t.id, text=t.sentence, labels={}, image_path=_image_path(kwargs["image_dir"], t.image_id))
+            Record(id=t.id, text=t.sentence, labels={}, image_path=_image_path(image_dir, t.image_id))
             for t in tweets
         ]
-        super().__init__(records, {"polarity": POLARITIES}, **kwargs)
+        super().__init__(records, {"polarity": POLARITIES}, image_dir=image_dir, **kwargs)
 
     def _check_labels(self, record: Record) -> None:
         tweet = self.tweets[record.id]
