@@ -215,14 +215,12 @@ def _output_and_grads(model, batch):
     return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_fused_and_reference_paths_give_the_same_model_output():
-    """``auto`` uses the compiled kernel when one exists for CPU / float32 (else it *is* the
-    reference, and this compares the dispatch path with the direct one)."""
-    model = tiny().eval()
-    batch = make_batch(model, n=3)
-    assert model.set_attention_impl("reference") == 2 * 4 + 1
+def assert_matches_reference(model, batch, impl: str) -> dict[str, torch.Tensor]:
+    """Logits, every score map and every parameter gradient of ``impl`` equal the reference's;
+    returns the gradients."""
+    model.set_attention_impl("reference")
     ref, ref_grads = _output_and_grads(model, batch)
-    model.set_attention_impl("auto")
+    model.set_attention_impl(impl)
     out, grads = _output_and_grads(model, batch)
     torch.testing.assert_close(out.logits["sentiment"], ref.logits["sentiment"], rtol=1e-4, atol=1e-5)
     for stream in ref.attentions:
@@ -231,6 +229,15 @@ def test_fused_and_reference_paths_give_the_same_model_output():
     assert grads.keys() == ref_grads.keys() and len(grads) == len(list(model.parameters()))
     for name, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-3, atol=1e-5, msg=name)
+    return grads
+
+
+def test_fused_and_reference_paths_give_the_same_model_output():
+    """``auto`` uses the compiled kernel when one exists for CPU / float32 (else it *is* the
+    reference, and this compares the dispatch path with the direct one)."""
+    model = tiny().eval()
+    assert model.set_attention_impl("auto") == 2 * 4 + 1
+    assert_matches_reference(model, make_batch(model, n=3), "auto")
 
 
 @pytest.mark.parametrize("preset", ["radm-tiny", "radm-tiny-realformer"])
@@ -239,19 +246,8 @@ def test_fused_op_path_matches_the_reference_path(preset):
     """``impl="fused"`` (torch.ops.mmfuse + the registered autograd) vs the eager reference:
     same outputs, score maps and parameter gradients, including the gate parameters'."""
     model = tiny(preset).eval()
-    batch = make_batch(model, n=3)
-    model.set_attention_impl("reference")
-    ref, ref_grads = _output_and_grads(model, batch)
-    model.set_attention_impl("fused")
-    out, grads = _output_and_grads(model, batch)
-    torch.testing.assert_close(out.logits["sentiment"], ref.logits["sentiment"], rtol=1e-4, atol=1e-5)
-    for stream in ref.attentions:
-        for got, expected in zip(out.attentions[stream], ref.attentions[stream]):
-            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert grads.keys() == ref_grads.keys() and len(grads) == len(list(model.parameters()))
+    grads = assert_matches_reference(model, make_batch(model, n=3), "fused")
     assert any("gate_" in name for name in grads) == (preset == "radm-tiny")
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_fused_impl_runs_the_kernel_or_says_why_not():
