@@ -15,16 +15,16 @@ import torch
 import torch.nn.functional as F
 from conftest import subprocess_env
 from PIL import Image
-from radm_support import COLOURS, make_batch, one_thread, shape_image  # noqa: F401 (fixture)
+from radm_support import COLOURS, fused_cpu_op, make_batch, one_thread, shape_image  # noqa: F401 (fixtures)
 
 import mmfuse
-from mmfuse.fusion.residual_attention import ResidualAttention
 from mmfuse.cli import main
+from mmfuse.fusion.residual_attention import ResidualAttention
 from mmfuse.heads.classification import IGNORE_INDEX
 from mmfuse.losses.auxiliary import AuxiliaryLosses
 from mmfuse.models.batch import BatchError
-from mmfuse.models.radm import RADM
 from mmfuse.models.protocol import SupportsFusion
+from mmfuse.models.radm import RADM
 from mmfuse.ops import fused_kernel_available
 from mmfuse.viz import text_image_alignment
 
@@ -176,11 +176,16 @@ def test_placeholder_images_do_not_influence_text_only_samples():
     assert torch.count_nonzero(out.image_pooled[1]) == 0  # no real image tokens: zero pooled image vector
 
 
+@pytest.mark.parametrize("impl", ["auto", "fused"])
 @pytest.mark.parametrize("preset", ["radm-tiny", "radm-tiny-realformer", "radm-tiny-rm_rg"])
-def test_gradients_reach_first_layer_scores_through_the_last_layer(preset):
+def test_gradients_reach_first_layer_scores_through_the_last_layer(preset, impl, request):
     """The first interaction layer's score streams are replaced by leaves that feed nothing but
-    the next layers' ``prev``: a gradient on them has come back through every later layer."""
+    the next layers' ``prev``: a gradient on them has come back through every later layer.
+    ``fused`` runs the op's registered autograd formula (see the ``fused_cpu_op`` fixture)."""
+    if impl == "fused":
+        request.getfixturevalue("fused_cpu_op")
     model = tiny(preset, **{"fusion.n_layers": 3}).eval()  # eval: no dropout noise, gradients still flow
+    model.set_attention_impl(impl)
     leaves: dict[str, torch.Tensor] = {}
 
     def swap_scores(module, args, output):
@@ -210,14 +215,12 @@ def _output_and_grads(model, batch):
     return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_fused_and_reference_paths_give_the_same_model_output():
-    """``auto`` uses the compiled kernel when one exists for CPU / float32 (else it *is* the
-    reference, and this compares the dispatch path with the direct one)."""
-    model = tiny().eval()
-    batch = make_batch(model, n=3)
-    assert model.set_attention_impl("reference") == 2 * 4 + 1
+def assert_matches_reference(model, batch, impl: str) -> dict[str, torch.Tensor]:
+    """Logits, every score map and every parameter gradient of ``impl`` equal the reference's;
+    returns the gradients."""
+    model.set_attention_impl("reference")
     ref, ref_grads = _output_and_grads(model, batch)
-    model.set_attention_impl("auto")
+    model.set_attention_impl(impl)
     out, grads = _output_and_grads(model, batch)
     torch.testing.assert_close(out.logits["sentiment"], ref.logits["sentiment"], rtol=1e-4, atol=1e-5)
     for stream in ref.attentions:
@@ -226,6 +229,25 @@ def test_fused_and_reference_paths_give_the_same_model_output():
     assert grads.keys() == ref_grads.keys() and len(grads) == len(list(model.parameters()))
     for name, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-3, atol=1e-5, msg=name)
+    return grads
+
+
+def test_fused_and_reference_paths_give_the_same_model_output():
+    """``auto`` uses the compiled kernel when one exists for CPU / float32 (else it *is* the
+    reference, and this compares the dispatch path with the direct one)."""
+    model = tiny().eval()
+    assert model.set_attention_impl("auto") == 2 * 4 + 1
+    assert_matches_reference(model, make_batch(model, n=3), "auto")
+
+
+@pytest.mark.parametrize("preset", ["radm-tiny", "radm-tiny-realformer"])
+@pytest.mark.usefixtures("fused_cpu_op")
+def test_fused_op_path_matches_the_reference_path(preset):
+    """``impl="fused"`` (torch.ops.mmfuse + the registered autograd) vs the eager reference:
+    same outputs, score maps and parameter gradients, including the gate parameters'."""
+    model = tiny(preset).eval()
+    grads = assert_matches_reference(model, make_batch(model, n=3), "fused")
+    assert any("gate_" in name for name in grads) == (preset == "radm-tiny")
 
 
 def test_fused_impl_runs_the_kernel_or_says_why_not():
@@ -379,8 +401,9 @@ def test_viz_command_writes_a_png_of_the_expected_size(tmp_path, capsys):
     # 3 words over 2 columns: 2 × 2 panels of 1 inch at 40 dpi → 80 × 80 pixels
     arguments = ["viz", "--model", "radm-tiny", "--set", "image_encoder.img_size=32", "--text", "a lovely blue circle",
                  "--image", str(image), "--columns", "2", "--panel-size", "1", "--dpi", "40"]
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}  # one core is plenty for radm-tiny
     proc = subprocess.run([sys.executable, "-m", "mmfuse", *arguments, "--tokens", "lovely", "blue", "circle",
-                           "--out", str(out)], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout and "words: lovely blue circle" in proc.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,8 @@ Presets (``radm``, ``radm-tiny`` and the ablations) are at the end of this modul
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
