@@ -10,8 +10,8 @@ set; only the auxiliary losses differ.
     python benchmarks/aux_loss_experiment.py                      # 4 settings × 3 seeds
     python benchmarks/aux_loss_experiment.py --seeds 0 --num-epochs 1 --train-size 240   # smoke run
 
-Writes a Markdown table to stdout and ``benchmarks/results/aux_loss_experiment.json`` (settings,
-per-run metrics, summary). CPU runs use one torch thread unless ``--threads`` says otherwise.
+Prints a Markdown table and writes it to ``benchmarks/results/aux_loss_experiment.md``, with the
+settings, per-run metrics and summary in ``benchmarks/results/aux_loss_experiment.json``. CPU runs use one torch thread unless ``--threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -123,9 +123,12 @@ def main() -> None:
     }
     cli.output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cli.output, json.dumps(report, indent=2) + "\n")
-    print(f"dev macro-F1, mean ± std over seeds {cli.seeds} (train {cli.train_size}, {cli.num_epochs} epochs):\n")
-    print(table(summary))
-    print(f"\nwritten: {cli.output}")
+    heading = (f"radm-tiny, synthetic set (train {cli.train_size} items, {cli.num_epochs} epochs, dev {cli.dev_size}): "
+               f"dev macro-F1, mean ± std over seeds {cli.seeds}")
+    text = f"{heading}\n\n{table(summary)}\n"
+    atomic_write_text(cli.output.with_suffix(".md"), text)
+    print(text)
+    print(f"written: {cli.output} and {cli.output.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
