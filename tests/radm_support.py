@@ -57,3 +57,63 @@ def make_batch(model, n: int = 4, labels: bool = True) -> dict:
     if labels:
         batch["labels"] = {task: torch.arange(n) % classes for task, classes in model.heads.tasks.items()}
     return batch
+
+
+def _reference_kernels():
+    """Python CPU kernels for the two ops, computed with the eager reference (and its autograd)."""
+    from mmfuse.ops import gated_residual_attention_reference as reference
+
+    def forward(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale):
+        out, scores = reference(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale)
+        return out.clone(), scores.clone()  # outputs of an op must not alias each other or the inputs
+
+    def backward(grad_out, grad_scores, q, k, v, prev, key_mask, gate_weight, gate_bias, scores, mode, scale):
+        gated = mode == "gated" and prev is not None
+        with torch.enable_grad():
+            q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+            inputs = [q, k, v]
+            if prev is not None:
+                prev = prev.detach().requires_grad_()
+                inputs.append(prev)
+            if gated:
+                gate_weight, gate_bias = gate_weight.detach().requires_grad_(), gate_bias.detach().requires_grad_()
+                inputs += [gate_weight, gate_bias]
+            out, scores = reference(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale)
+            grads = torch.autograd.grad([out, scores], inputs, [grad_out, grad_scores], allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+        empty = q.new_empty(0)
+        grad_prev = grads[3] if prev is not None else empty
+        grad_w, grad_b = (grads[-2], grads[-1]) if gated else (empty, empty)
+        return grads[0], grads[1], grads[2], grad_prev, grad_w, grad_b
+
+    return forward, backward
+
+
+@pytest.fixture
+def fused_cpu_op():
+    """Make ``impl="fused"`` run on CPU float32 through ``torch.ops.mmfuse.*`` and the autograd
+    formula registered in :mod:`mmfuse.ops.attention`.
+
+    With the compiled CPU kernel this is the kernel itself (yields ``"kernel"``); until it is
+    built, Python stand-in kernels computed with the eager reference are registered for the test
+    (yields ``"stand-in"``): they exercise the op's dispatch, the autograd formula and the
+    backward op's contract with a whole model around them.
+    """
+    from mmfuse.ops import fused_kernel_available
+    from mmfuse.ops.attention import _register
+
+    if not _register():
+        pytest.skip("the mmfuse extension (torch.ops.mmfuse) is not built")
+    if fused_kernel_available("cpu", torch.float32):
+        yield "kernel"
+        return
+    library = torch.library.Library("mmfuse", "IMPL")
+    forward, backward = _reference_kernels()
+    library.impl("gated_residual_attention", forward, "CPU")
+    library.impl("gated_residual_attention_backward", backward, "CPU")
+    try:
+        assert fused_kernel_available("cpu", torch.float32)
+        yield "stand-in"
+    finally:
+        library._destroy()
+    assert not fused_kernel_available("cpu", torch.float32)

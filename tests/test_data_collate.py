@@ -135,7 +135,9 @@ def test_collator_errors():
 
 
 def test_registry():
-    assert list_datasets() == ["msed", "mvsa-json", "mvsa-multiple", "mvsa-single", "synthetic", "trc"]
+    assert list_datasets() == [
+        "msed", "mvsa-json", "mvsa-multiple", "mvsa-single", "synthetic", "trc", "twitter2015", "twitter2017"
+    ]
     ds = build_dataset("synthetic", "test", test_size=9, seed=2, tasks=["match"], image_size=32)
     assert isinstance(ds, SyntheticDataset) and len(ds) == 9 and ds[0]["image"].size == (32, 32)
     assert set(ds[0]["labels"]) == {"match"}

@@ -10,7 +10,12 @@ from safetensors.torch import save_file
 import mmfuse
 from mmfuse.config import ConfigError
 from mmfuse.data.processing import MultimodalProcessor, build_image_transform
-from mmfuse.encoders.tokenizer import DEFAULT_WORDS, SPECIAL_TOKENS, build_vocabulary, build_wordpiece_tokenizer
+from mmfuse.encoders.tokenizer import (
+    DEFAULT_WORDS,
+    SPECIAL_TOKENS,
+    build_vocabulary,
+    build_wordpiece_tokenizer,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,13 +86,15 @@ def test_hf_text_config_errors():
         mmfuse.build_component("encoder", {"name": "hf-text"})
 
 
-def test_hf_text_hub_name_is_refused_without_network(no_network):
+@pytest.mark.usefixtures("no_network")
+def test_hf_text_hub_name_is_refused_without_network():
     with pytest.raises(ConfigError, match=r"path: 'bert-base-uncased' is not a local directory. "
                                           r"mmfuse never downloads"):
         mmfuse.build_component("encoder", {"name": "hf-text", "path": "bert-base-uncased"})
 
 
-def test_hf_text_from_local_directory(tmp_path, no_network):
+@pytest.mark.usefixtures("no_network")
+def test_hf_text_from_local_directory(tmp_path):
     torch.manual_seed(0)
     original = text_encoder().eval()
     folder = tmp_path / "tiny-bert"
@@ -138,7 +145,8 @@ def test_vit_patch_tokens_with_and_without_class_token():
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_vit_from_local_checkpoint_file(tmp_path, suffix, no_network):
+@pytest.mark.usefixtures("no_network")
+def test_vit_from_local_checkpoint_file(tmp_path, suffix):
     import timm
 
     torch.manual_seed(1)

@@ -3,7 +3,9 @@
 Every data set yields raw samples ``{"id", "text", "image" (PIL or None), "labels": {task: int}}``;
 :class:`~mmfuse.data.collate.ClassificationCollator` turns a list of them into a batch with the
 model's processor. :func:`~mmfuse.data.datasets.build_dataset` builds any registered data set by
-name (``synthetic``, ``mvsa-single``, ``mvsa-multiple``, ``mvsa-json``, ``msed``, ``trc``).
+name (``synthetic``, ``mvsa-single``, ``mvsa-multiple``, ``mvsa-json``, ``msed``, ``trc``,
+``twitter2015``, ``twitter2017``). Joint aspect-span samples (``twitter2015`` / ``twitter2017`` with
+``form="joint"``) are batched by :class:`~mmfuse.data.collate_jmasa.JointSpanCollator`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ normalise for evaluation, random-resized-crop and flips for training). Models bu
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image

@@ -151,7 +151,7 @@ class HFTextEncoder(nn.Module):
             self.model.requires_grad_(False)
             self.model.eval()
 
-    def train(self, mode: bool = True) -> "HFTextEncoder":
+    def train(self, mode: bool = True) -> HFTextEncoder:
         super().train(mode)
         if self.frozen:
             self.model.eval()

@@ -22,7 +22,7 @@ Appending words never changes the id of an existing token.
 from __future__ import annotations
 
 import string
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -65,7 +65,7 @@ multiply nothing course stay wheel full force blue object decide surface deep mo
 system busy test record boat common gold possible plane stead dry wonder laugh thousand ago ran
 check game shape equate hot miss brought heat snow tire bring yes distant fill east paint language
 among today sky beach sunset party team win lost happy sad angry fear disgust surprise
-""".split()
+""".split()  # noqa: SIM905 (a word list reads best as text)
 
 #: the synthetic data set's caption words (openers, shapes, sentiment words, suffixes) and colours
 SYNTHETIC_WORDS: tuple[str, ...] = (

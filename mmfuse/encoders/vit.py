@@ -14,8 +14,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -150,7 +151,7 @@ class TimmViTEncoder(nn.Module):
             self.model.requires_grad_(False)
             self.model.eval()
 
-    def train(self, mode: bool = True) -> "TimmViTEncoder":
+    def train(self, mode: bool = True) -> TimmViTEncoder:
         super().train(mode)
         if self.frozen:
             self.model.eval()

@@ -8,11 +8,24 @@ rate warm-up; the stacks end with a final LayerNorm.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor, nn
 
+from mmfuse.config import ConfigError
 from mmfuse.fusion.residual_attention import Impl, Mode, ResidualAttention
+
+
+def check_stack_options(n_layers: int, dropout: float) -> None:
+    """Config checks shared by the layer stacks (interaction network, self-fusion encoder)."""
+    if n_layers < 1:
+        raise ConfigError(f"n_layers: expected an int >= 1, got {n_layers}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout: expected a probability in [0, 1), got {dropout}")
+
+
+def layer_modes(mode: Mode, n_layers: int) -> list[Mode]:
+    """Attention mode of each layer of a stack: the first layer has no previous scores, so its
+    attentions are plain (``"none"``, without gate parameters); the others use ``mode``."""
+    return ["none"] + [mode] * (n_layers - 1)
 
 
 class AttentionSublayer(nn.Module):
@@ -31,8 +44,8 @@ class AttentionSublayer(nn.Module):
         self.context_norm = nn.LayerNorm(d_model) if cross else None
         self.attention = ResidualAttention(d_model, n_heads, mode=mode, dropout=dropout, impl=impl)
 
-    def forward(self, x: Tensor, key_mask: Tensor, prev: Optional[Tensor] = None,
-                context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, key_mask: Tensor, prev: Tensor | None = None,
+                context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         query = self.norm(x)
         if self.context_norm is None:
             keys = query

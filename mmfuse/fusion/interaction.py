@@ -16,12 +16,9 @@ not exist.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
-from mmfuse.fusion.blocks import AttentionSublayer, FeedForwardSublayer
+from mmfuse.fusion.blocks import AttentionSublayer, FeedForwardSublayer, check_stack_options, layer_modes
 from mmfuse.fusion.protocol import FusionOutput, check_fusion_inputs
 from mmfuse.fusion.residual_attention import Impl, Mode
 
@@ -56,7 +53,7 @@ class RADMInteractionLayer(nn.Module):
 
     def forward(
         self, text: Tensor, text_mask: Tensor, image: Tensor, image_mask: Tensor,
-        prev: Optional[dict[str, Tensor]] = None,
+        prev: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         prev = prev or {}
         scores: dict[str, Tensor] = {}
@@ -102,16 +99,11 @@ class RADMInteraction(nn.Module):
         impl: Impl = "auto",
     ) -> None:
         super().__init__()
-        if n_layers < 1:
-            raise ConfigError(f"n_layers: expected an int >= 1, got {n_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout: expected a probability in [0, 1), got {dropout}")
+        check_stack_options(n_layers, dropout)
         self.d_model = d_model
-        # the first layer has no previous scores: its attentions are plain (and have no gate parameters)
         self.layers = nn.ModuleList(
-            RADMInteractionLayer(d_model, n_heads, mode if i else "none", ffn_dim or 4 * d_model, dropout, impl,
-                                 cross_modal)
-            for i in range(n_layers)
+            RADMInteractionLayer(d_model, n_heads, layer_mode, ffn_dim or 4 * d_model, dropout, impl, cross_modal)
+            for layer_mode in layer_modes(mode, n_layers)
         )
         self.text_norm = nn.LayerNorm(d_model)
         self.image_norm = nn.LayerNorm(d_model)
@@ -119,7 +111,7 @@ class RADMInteraction(nn.Module):
     def forward(self, text: Tensor, text_mask: Tensor, image: Tensor, image_mask: Tensor,
                 return_attentions: bool = False) -> FusionOutput:
         check_fusion_inputs(text, text_mask, image, image_mask, self.d_model, "radm-interaction")
-        prev: Optional[dict[str, Tensor]] = None
+        prev: dict[str, Tensor] | None = None
         history: dict[str, list[Tensor]] = {}
         for layer in self.layers:
             text, image, prev = layer(text, text_mask, image, image_mask, prev)

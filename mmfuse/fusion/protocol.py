@@ -18,7 +18,7 @@ can swap one for another:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -38,7 +38,7 @@ class FusionOutput:
 
     text: Tensor
     image: Tensor
-    attentions: Optional[dict[str, list[Tensor]]] = None
+    attentions: dict[str, list[Tensor]] | None = None
 
 
 @runtime_checkable

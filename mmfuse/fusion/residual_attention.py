@@ -17,7 +17,7 @@ there is **no dropout on the attention probabilities**; ``dropout`` is applied t
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -73,9 +73,9 @@ class ResidualAttention(nn.Module):
     def forward(
         self,
         x_q: Tensor,
-        x_kv: Optional[Tensor] = None,
-        key_mask: Optional[Tensor] = None,
-        prev: Optional[Tensor] = None,
+        x_kv: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        prev: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         x_kv = x_q if x_kv is None else x_kv
         q = rearrange(self.q_proj(x_q), "b l (h d) -> b h l d", h=self.n_heads)

@@ -10,13 +10,10 @@ block can take its place.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
-from mmfuse.fusion.blocks import AttentionSublayer, FeedForwardSublayer
+from mmfuse.fusion.blocks import AttentionSublayer, FeedForwardSublayer, check_stack_options, layer_modes
 from mmfuse.fusion.protocol import FusionOutput, check_fusion_inputs
 from mmfuse.fusion.residual_attention import Impl, Mode
 
@@ -53,18 +50,14 @@ class SelfFusionEncoder(nn.Module):
         modality_embeddings: bool = True,
     ) -> None:
         super().__init__()
-        if n_layers < 1:
-            raise ConfigError(f"n_layers: expected an int >= 1, got {n_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout: expected a probability in [0, 1), got {dropout}")
+        check_stack_options(n_layers, dropout)
         self.d_model = d_model
         self.modality = nn.Embedding(2, d_model) if modality_embeddings else None
         if self.modality is not None:
             nn.init.normal_(self.modality.weight, std=0.02)
-        # the first layer has no previous scores: plain attention without gate parameters
         self.attentions = nn.ModuleList(
-            AttentionSublayer(d_model, n_heads, mode if i else "none", dropout, impl, cross=False)
-            for i in range(n_layers)
+            AttentionSublayer(d_model, n_heads, layer_mode, dropout, impl, cross=False)
+            for layer_mode in layer_modes(mode, n_layers)
         )
         self.ffns = nn.ModuleList(FeedForwardSublayer(d_model, ffn_dim or 4 * d_model, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
@@ -77,7 +70,7 @@ class SelfFusionEncoder(nn.Module):
             image = image + self.modality.weight[1]
         x = torch.cat([text, image], dim=1)  # [B, Lt + Li, d]
         mask = torch.cat([text_mask, image_mask], dim=1)
-        prev: Optional[Tensor] = None
+        prev: Tensor | None = None
         history: list[Tensor] = []
         for attention, ffn in zip(self.attentions, self.ffns):
             x, prev = attention(x, mask, prev)

@@ -7,7 +7,8 @@ of each task is the cross-entropy of its logits (the model weights and sums them
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -14,9 +14,10 @@ softmax over the valid keys (:func:`attention_weights`). Words are groups of Wor
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
