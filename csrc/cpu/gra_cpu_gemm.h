@@ -5,8 +5,8 @@
 // with A addressed through two strides (so A may be a transposed view) and B row-major. It is
 // written as register tiles of kTileRows x kTileCols accumulators updated by broadcast-A /
 // vector-B multiply-adds: no horizontal reductions, so the compiler vectorises it without
-// -ffast-math. On x86-64 Linux with GCC the function is compiled twice (AVX2+FMA "haswell" and
-// the baseline) and the loader picks the clone the CPU supports (target_clones / ifunc).
+// -ffast-math. On x86-64 it is compiled twice, for AVX2+FMA and for the baseline ISA, and the
+// AVX2 build is used when the CPU supports it (checked once at run time).
 #pragma once
 
 #include <cstdint>
