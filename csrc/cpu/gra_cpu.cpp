@@ -34,6 +34,14 @@ constexpr int64_t kRowBlock = 32;  // query rows per task
 constexpr int64_t kKeyBlock = 32;  // keys per task of the dK / dV pass
 constexpr double kCosineEps = 1e-8;  // as mmfuse/ops/reference.py: COSINE_EPS
 
+// Tasks smaller than this many multiply-adds are grouped, so that small problems run on the
+// calling thread instead of paying for waking up the pool (and for a descheduled worker).
+constexpr int64_t kMinTaskWork = int64_t(1) << 16;
+
+inline int64_t grain_for(int64_t work_per_task) {
+  return std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, work_per_task));
+}
+
 enum EffMode : int { kPlain = 0, kResidual = 1, kGated = 2 };
 
 inline bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
@@ -208,7 +216,8 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
   using acc_t = acc_type<scalar_t>;
   const int64_t Lq = pr.Lq, Lk = pr.Lk, D = pr.D, Dv = pr.Dv;
   const int64_t nrb = (Lq + kRowBlock - 1) / kRowBlock;
-  at::parallel_for(0, pr.B * pr.H * nrb, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = grain_for(kRowBlock * Lk * (D + Dv + 4));
+  at::parallel_for(0, pr.B * pr.H * nrb, grain, [&](int64_t begin, int64_t end) {
     HeadCache<acc_t> hc;
     std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n(Lk), o(kRowBlock * Dv);
     for (int64_t t = begin; t < end; ++t) {
@@ -254,7 +263,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
   const int64_t nrb = (Lq + kRowBlock - 1) / kRowBlock;
 
   // Pass 1 over (b, h, query-row block): A, scale*dS into the workspaces; dQ, dPrev, gate terms.
-  at::parallel_for(0, BH * nrb, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, BH * nrb, grain_for(kRowBlock * Lk * (D + 2 * Dv + 8)), [&](int64_t begin, int64_t end) {
     HeadCache<acc_t> hc;
     std::vector<acc_t> qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk),
         dq(kRowBlock * D);
@@ -331,7 +340,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
 
   // Pass 2 over (b, h, key block): dK = (scale dS)^T . Q, dV = A^T . dOut.
   const int64_t nkb = (Lk + kKeyBlock - 1) / kKeyBlock;
-  at::parallel_for(0, BH * nkb, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, BH * nkb, grain_for(kKeyBlock * Lq * (D + Dv)), [&](int64_t begin, int64_t end) {
     int64_t cached = -1;
     std::vector<acc_t> qbuf, dobuf, dk(kKeyBlock * D), dv(kKeyBlock * Dv);
     const acc_t *q_rows = nullptr, *do_rows = nullptr;
