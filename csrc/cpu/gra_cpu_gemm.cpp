@@ -1,0 +1,112 @@
+// The matrix micro-kernel of the CPU kernels (see gra_cpu_gemm.h), compiled per ISA.
+#include "gra_cpu_gemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define MMFUSE_X86_DISPATCH 1
+#endif
+#define MMFUSE_ALWAYS_INLINE inline __attribute__((always_inline))
+
+namespace mmfuse {
+namespace gra_cpu {
+namespace {
+
+constexpr int kTileRows = 4;
+
+constexpr int kTileVecs = 2;  // 256-bit vectors per tile row
+
+template <typename T>
+constexpr int tile_cols() {
+  return kTileVecs * 32 / static_cast<int>(sizeof(T));
+}
+
+// C tile [RT, NV * lanes] = A[RT, K] . B[K, NV * lanes] with compile-time sizes: the RT x NV
+// accumulators are 256-bit GCC vectors held in registers (two 128-bit halves on the baseline
+// ISA); per k, NV vector loads of B, RT broadcasts of A and RT x NV multiply-adds.
+template <typename T, int RT, int NV>
+MMFUSE_ALWAYS_INLINE void gemm_tile_fixed(const GemmArgs<T>& g, int64_t r0, int64_t n0) {
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int lanes = 32 / static_cast<int>(sizeof(T));
+  vec_t acc[RT][NV];
+  for (int r = 0; r < RT; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = vec_t{};
+  const T* a = g.a + r0 * g.a_row;
+  const T* b = g.b + n0;
+  for (int64_t k = 0; k < g.K; ++k) {
+    const T* bk = b + k * g.ldb;
+    vec_t bv[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], bk + v * lanes, sizeof(vec_t));
+    for (int r = 0; r < RT; ++r) {
+      const T ar = a[r * g.a_row + k * g.a_col];
+      for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
+    }
+  }
+  for (int r = 0; r < RT; ++r) {
+    T* c = g.c + (r0 + r) * g.ldc + n0;
+    for (int v = 0; v < NV; ++v) std::memcpy(c + v * lanes, &acc[r][v], sizeof(vec_t));
+  }
+}
+
+// Edge tiles (fewer rows or columns than a full tile): same arithmetic, runtime bounds.
+template <typename T, int NT>
+MMFUSE_ALWAYS_INLINE void gemm_tile_edge(const GemmArgs<T>& g, int64_t r0, int64_t rn, int64_t n0, int64_t nn) {
+  T acc[kTileRows][NT] = {};
+  const T* a = g.a + r0 * g.a_row;
+  const T* b = g.b + n0;
+  for (int64_t k = 0; k < g.K; ++k) {
+    const T* bk = b + k * g.ldb;
+    for (int64_t r = 0; r < rn; ++r) {
+      const T ar = a[r * g.a_row + k * g.a_col];
+      for (int64_t n = 0; n < nn; ++n) acc[r][n] += ar * bk[n];
+    }
+  }
+  for (int64_t r = 0; r < rn; ++r) {
+    T* c = g.c + (r0 + r) * g.ldc + n0;
+    for (int64_t n = 0; n < nn; ++n) c[n] = acc[r][n];
+  }
+}
+
+template <typename T>
+MMFUSE_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
+  constexpr int NT = tile_cols<T>();
+  for (int64_t r0 = 0; r0 < g.R; r0 += kTileRows) {
+    const int64_t rn = std::min<int64_t>(kTileRows, g.R - r0);
+    for (int64_t n0 = 0; n0 < g.N; n0 += NT) {
+      const int64_t nn = std::min<int64_t>(NT, g.N - n0);
+      if (rn == kTileRows && nn == NT) {
+        gemm_tile_fixed<T, kTileRows, kTileVecs>(g, r0, n0);
+      } else {
+        gemm_tile_edge<T, NT>(g, r0, rn, n0, nn);
+      }
+    }
+  }
+}
+
+#ifdef MMFUSE_X86_DISPATCH
+// The same source compiled for AVX2 + FMA; chosen at run time when the CPU has both.
+__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<float>& g) { gemm_impl(g); }
+__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<double>& g) { gemm_impl(g); }
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename T>
+void gemm_dispatch(const GemmArgs<T>& g) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return gemm_avx2(g);
+#endif
+  gemm_impl(g);
+}
+
+}  // namespace
+
+void gemm(const GemmArgs<float>& g) { gemm_dispatch(g); }
+void gemm(const GemmArgs<double>& g) { gemm_dispatch(g); }
+
+}  // namespace gra_cpu
+}  // namespace mmfuse
