@@ -535,7 +535,9 @@ def environment(device: torch.device, dtype: torch.dtype, peak: tuple[float, str
         name = torch.cuda.get_device_name(device)
     else:
         name = f"CPU {_cpu_name()}"
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # uncommitted changes to tracked files, except earlier results and docs (they change no timing)
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)benchmarks/results", ":(exclude)docs")
     return {
         "device": device.type,
         "device_name": name,

@@ -134,7 +134,7 @@ def attn_header(payload: dict[str, Any]) -> list[str]:
     load = env.get("load_avg")
     load_txt = f", load average {load[0]:.1f} → {load[1]:.1f} (start → end)" if load else ""
     commit = (env.get("git_commit") or "unknown")[:10]
-    commit += " (+ local changes)" if env.get("git_dirty") else ""
+    commit += " (+ uncommitted code changes)" if env.get("git_dirty") else ""
     return [
         f"- Device: {env['device_name']} ({threads}{load_txt}); torch {env['torch']}; commit {commit}; "
         f"{payload['created']}",
