@@ -13,14 +13,7 @@ namespace mmfuse {
 namespace gra_cpu {
 namespace {
 
-constexpr int kTileRows = 4;
-
-constexpr int kTileVecs = 2;  // 256-bit vectors per tile row
-
-template <typename T>
-constexpr int tile_cols() {
-  return kTileVecs * 32 / static_cast<int>(sizeof(T));
-}
+constexpr int kTileRows = 6;  // 6 x 2 vector accumulators: 12 of the 16 AVX registers
 
 // C tile [RT, NV * lanes] = A[RT, K] . B[K, NV * lanes] with compile-time sizes: the RT x NV
 // accumulators are 256-bit GCC vectors held in registers (two 128-bit halves on the baseline
@@ -68,19 +61,33 @@ MMFUSE_ALWAYS_INLINE void gemm_tile_edge(const GemmArgs<T>& g, int64_t r0, int64
   }
 }
 
+// The rn (<= kTileRows) rows from r0 of an NV-vector-wide column strip, with the register tile
+// of exactly that size (so the last, partial row tile of a block is as fast as the others).
+template <typename T, int NV>
+MMFUSE_ALWAYS_INLINE void gemm_rows(const GemmArgs<T>& g, int64_t r0, int64_t rn, int64_t n0) {
+  switch (rn) {
+    case 6: return gemm_tile_fixed<T, 6, NV>(g, r0, n0);
+    case 5: return gemm_tile_fixed<T, 5, NV>(g, r0, n0);
+    case 4: return gemm_tile_fixed<T, 4, NV>(g, r0, n0);
+    case 3: return gemm_tile_fixed<T, 3, NV>(g, r0, n0);
+    case 2: return gemm_tile_fixed<T, 2, NV>(g, r0, n0);
+    default: return gemm_tile_fixed<T, 1, NV>(g, r0, n0);
+  }
+}
+
 template <typename T>
 MMFUSE_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
-  constexpr int NT = tile_cols<T>();
+  static_assert(kTileRows == 6, "gemm_rows handles up to 6 rows");
+  constexpr int lanes = 32 / static_cast<int>(sizeof(T));
   for (int64_t r0 = 0; r0 < g.R; r0 += kTileRows) {
     const int64_t rn = std::min<int64_t>(kTileRows, g.R - r0);
-    for (int64_t n0 = 0; n0 < g.N; n0 += NT) {
-      const int64_t nn = std::min<int64_t>(NT, g.N - n0);
-      if (rn == kTileRows && nn == NT) {
-        gemm_tile_fixed<T, kTileRows, kTileVecs>(g, r0, n0);
-      } else {
-        gemm_tile_edge<T, NT>(g, r0, rn, n0, nn);
-      }
+    int64_t n0 = 0;
+    for (; n0 + 2 * lanes <= g.N; n0 += 2 * lanes) gemm_rows<T, 2>(g, r0, rn, n0);
+    if (n0 + lanes <= g.N) {
+      gemm_rows<T, 1>(g, r0, rn, n0);
+      n0 += lanes;
     }
+    if (n0 < g.N) gemm_tile_edge<T, lanes>(g, r0, rn, n0, g.N - n0);
   }
 }
 
