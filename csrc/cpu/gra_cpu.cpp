@@ -4,7 +4,7 @@
 // Work is split by at::parallel_for into tasks of (batch b, head h, block of kRowBlock query
 // rows). A forward task, entirely in cache and in the accumulation type (float for float32 /
 // bfloat16, double for float64):
-//   s = scale * q_blk . K^T            (micro-kernel gemm, gra_cpu_gemm.h)
+//   s = scale * q_blk . K^T            (micro-kernel gemm, gra_cpu_simd.h)
 //   per row: cosine gate over the valid keys, combination n, masked softmax (max / sum)
 //   out_blk = a . V                     (gemm); out and scores are written once.
 // The backward recomputes s and the softmax from q, k, prev (never reading the rounded
@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "../gated_residual_attention.h"
-#include "gra_cpu_gemm.h"
+#include "gra_cpu_simd.h"
 
 namespace mmfuse {
 namespace gra_cpu {
@@ -176,39 +176,26 @@ GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w,
   return st;
 }
 
-// a = softmax of n over the valid keys, 0 at masked keys; all zero when no key is valid.
-template <typename acc_t, typename Valid>
-void masked_softmax_row(const acc_t* n, Valid valid, int64_t Lk, acc_t* a) {
-  acc_t mx = -std::numeric_limits<acc_t>::infinity();
-  for (int64_t j = 0; j < Lk; ++j)
-    if (valid(j)) mx = std::max(mx, n[j]);
-  if (mx == -std::numeric_limits<acc_t>::infinity()) {
-    std::fill(a, a + Lk, acc_t(0));
-    return;
-  }
-  acc_t sum = 0;
-  for (int64_t j = 0; j < Lk; ++j) {
-    const acc_t e = valid(j) ? std::exp(n[j] - mx) : acc_t(0);
-    a[j] = e;
-    sum += e;
-  }
-  const acc_t inv = acc_t(1) / sum;
-  for (int64_t j = 0; j < Lk; ++j) a[j] *= inv;
-}
-
 struct Valid {
   const bool* mask;  // [Lk] of this batch, or nullptr = all valid
   bool operator()(int64_t j) const { return mask == nullptr || mask[j]; }
 };
 
-// Per-thread buffers of one (b, h) and one row block; K^T / V are reused across the row blocks
-// of the same (b, h) that a thread processes in a row.
+// Per-thread buffers of one (b, h); K^T / V are reused across the row blocks of the same (b, h)
+// that a thread processes in a row.
 template <typename acc_t>
 struct HeadCache {
   int64_t bh = -1;
+  std::vector<acc_t> valid;         // [Lk] 1 / 0 per key of this batch (masked_softmax's format)
   std::vector<acc_t> kt, vt, k, v;  // K^T [D, Lk]; V^T [Dv, Lk]; K [Lk, D]; V [Lk, Dv] (if converted)
   const acc_t* k_rows = nullptr;
   const acc_t* v_rows = nullptr;
+
+  void load_valid(const bool* mask, int64_t Lk) {  // mask: [Lk] of the batch or nullptr
+    valid.assign(Lk, acc_t(1));
+    if (mask != nullptr)
+      for (int64_t j = 0; j < Lk; ++j) valid[j] = mask[j] ? acc_t(1) : acc_t(0);
+  }
 };
 
 template <typename scalar_t>
@@ -225,6 +212,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
       const int64_t b = bh / pr.H, h = bh % pr.H;
       if (hc.bh != bh) {
         hc.bh = bh;
+        hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
         hc.kt.resize(D * Lk);
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
         hc.v_rows = as_acc(in.v + bh * Lk * Dv, Lk, Dv, hc.v);
@@ -240,7 +228,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
         combine_row(pr.mode, sr, in.prev ? in.prev + row * Lk : nullptr, w, gb, valid, Lk, n.data());
         scalar_t* sc = scores + row * Lk;
         for (int64_t j = 0; j < Lk; ++j) sc[j] = static_cast<scalar_t>(n[j]);
-        masked_softmax_row(n.data(), valid, Lk, sr);  // the row now holds the weights a
+        masked_softmax(n.data(), hc.valid.data(), Lk, sr);  // the row now holds the weights a
       }
       run_gemm(s.data(), Lk, 1, hc.v_rows, Dv, o.data(), Dv, rn, Lk, Dv);
       scalar_t* dst = out + (bh * Lq + i0) * Dv;
@@ -272,6 +260,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
       const int64_t b = bh / pr.H, h = bh % pr.H;
       if (hc.bh != bh) {
         hc.bh = bh;
+        hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
         hc.kt.resize(D * Lk);
         hc.vt.resize(Dv * Lk);
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
@@ -295,7 +284,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
         const scalar_t* gs = grad_scores + row * Lk;
         for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
         const GateRow<acc_t> st = combine_row(pr.mode, sr, p, w, gb, valid, Lk, n.data());
-        masked_softmax_row(n.data(), valid, Lk, a);
+        masked_softmax(n.data(), hc.valid.data(), Lk, a);
         acc_t rowdot = 0;
         for (int64_t j = 0; j < Lk; ++j) rowdot += a[j] * dn[j];
         for (int64_t j = 0; j < Lk; ++j) dn[j] = a[j] * (dn[j] - rowdot) + static_cast<acc_t>(gs[j]);
