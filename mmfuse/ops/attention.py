@@ -87,10 +87,17 @@ def fused_kernel_available(device: torch.device | str, dtype: torch.dtype | None
     if not _register():
         return False
     device_type = torch.device(device).type
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    if key is None or not torch._C._dispatch_has_kernel_for_dispatch_key(OP_NAME, key):
+    if not _has_kernel_for(device_type):
         return False
     return dtype is None or dtype in FUSED_DTYPES.get(device_type, ())
+
+
+@torch.compiler.assume_constant_result
+def _has_kernel_for(device_type: str) -> bool:
+    """Whether the op has a kernel for the device type's dispatch key. A constant under
+    ``torch.compile`` (the dispatcher query returns a non-tensor that Dynamo cannot trace)."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(OP_NAME, key)
 
 
 def gated_residual_attention(

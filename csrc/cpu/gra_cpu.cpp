@@ -1,0 +1,451 @@
+// CPU kernels of mmfuse::gated_residual_attention (forward) and _backward.
+//
+// Contract: shared/design/gated_residual_attention.md (docs/op.md); oracle: mmfuse/ops/reference.py.
+// Work is split by at::parallel_for into tasks of (batch b, head h, block of kRowBlock query
+// rows). A forward task, entirely in cache and in the accumulation type (float for float32 /
+// bfloat16, double for float64):
+//   s = scale * q_blk . K^T            (micro-kernel gemm, gra_cpu_simd.h)
+//   per row: cosine gate over the valid keys, combination n, masked softmax (max / sum)
+//   out_blk = a . V                     (gemm); out and scores are written once.
+// The backward recomputes s (gated mode, and bfloat16) or reads n from `scores` (float32 /
+// float64 without a gate, where n is stored unrounded), redoes the softmax, computes
+// dA = dOut . V^T, then per row dN, the gate terms, dS and dPrev, and dQ = scale dS . K. It leaves A and scale*dS in float workspaces; a second parallel pass over
+// (b, h, block of keys) forms dK = (scale dS)^T . Q and dV = A^T . dOut, each element summed in
+// a fixed order by one task — no atomics, bitwise deterministic for any thread count. The gate
+// gradients are summed per head from per-row terms in a fixed order as well.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../gated_residual_attention.h"
+#include "gra_cpu_simd.h"
+
+namespace mmfuse {
+namespace gra_cpu {
+namespace {
+
+constexpr int64_t kRowBlock = 32;  // query rows per task
+constexpr int64_t kKeyBlock = 32;  // keys per task of the dK / dV pass
+constexpr double kCosineEps = 1e-8;  // as mmfuse/ops/reference.py: COSINE_EPS
+
+// Tasks smaller than this many multiply-adds are grouped, so that small problems run on the
+// calling thread instead of paying for waking up the pool (and for a descheduled worker).
+constexpr int64_t kMinTaskWork = int64_t(1) << 16;
+
+inline int64_t grain_for(int64_t work_per_task) {
+  return std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, work_per_task));
+}
+
+enum EffMode : int { kPlain = 0, kResidual = 1, kGated = 2 };
+
+inline bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+template <typename scalar_t>
+using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+struct Problem {
+  int64_t B, H, Lq, Lk, D, Dv;
+  int mode;
+  bool has_prev, has_mask;
+};
+
+Problem prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& prev,
+                const std::optional<at::Tensor>& key_mask, const std::optional<at::Tensor>& gate_weight,
+                const std::optional<at::Tensor>& gate_bias, c10::string_view mode_str, double scale) {
+  const GraMode mode = parse_gra_mode(std::string_view(mode_str.data(), mode_str.size()));
+  check_gra_inputs(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale);
+  TORCH_CHECK_VALUE(q.device().is_cpu(), "q: expected a CPU tensor for the CPU kernel, got device ", q.device());
+  const auto dt = q.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16,
+                   "q: the CPU kernel of gated_residual_attention supports float32, float64 and bfloat16, got ", dt);
+  Problem pr{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), v.size(3), kPlain, defined(prev), defined(key_mask)};
+  if (pr.has_prev && mode != GraMode::None) pr.mode = mode == GraMode::Residual ? kResidual : kGated;
+  return pr;
+}
+
+// Contiguous inputs (kept alive for the kernel) and raw pointers to them.
+template <typename scalar_t>
+struct Inputs {
+  using acc_t = acc_type<scalar_t>;
+  at::Tensor q_t, k_t, v_t, prev_t, mask_t;
+  const scalar_t *q = nullptr, *k = nullptr, *v = nullptr, *prev = nullptr;
+  const bool* mask = nullptr;
+  std::vector<acc_t> gate_w, gate_b;  // [H], gated mode only
+  acc_t scale;
+
+  Inputs(const Problem& pr, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+         const std::optional<at::Tensor>& prev_in, const std::optional<at::Tensor>& mask_in,
+         const std::optional<at::Tensor>& gw, const std::optional<at::Tensor>& gb, double scale_in)
+      : q_t(q_in.contiguous()), k_t(k_in.contiguous()), v_t(v_in.contiguous()), scale(static_cast<acc_t>(scale_in)) {
+    q = q_t.data_ptr<scalar_t>();
+    k = k_t.data_ptr<scalar_t>();
+    v = v_t.data_ptr<scalar_t>();
+    if (pr.mode != kPlain) {
+      prev_t = prev_in->contiguous();
+      prev = prev_t.data_ptr<scalar_t>();
+    }
+    if (pr.has_mask) {
+      mask_t = mask_in->contiguous();
+      mask = mask_t.data_ptr<bool>();
+    }
+    if (pr.mode == kGated) {  // gate parameters may have another float dtype (autocast)
+      const at::Tensor w = gw->to(at::kDouble).contiguous(), b = gb->to(at::kDouble).contiguous();
+      for (int64_t h = 0; h < pr.H; ++h) {
+        gate_w.push_back(static_cast<acc_t>(w.data_ptr<double>()[h]));
+        gate_b.push_back(static_cast<acc_t>(b.data_ptr<double>()[h]));
+      }
+    }
+  }
+};
+
+// rows x cols of `src` (row stride src_ld) into dst, converted, optionally transposed.
+template <typename acc_t, typename scalar_t>
+void load_block(const scalar_t* src, int64_t rows, int64_t cols, acc_t* dst, bool transpose) {
+  if (transpose) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = static_cast<acc_t>(src[r * cols + c]);
+  } else {
+    for (int64_t i = 0; i < rows * cols; ++i) dst[i] = static_cast<acc_t>(src[i]);
+  }
+}
+
+// A contiguous [rows, cols] block in the accumulation type: the input itself when it already
+// has that type, else a converted copy in `buf`.
+template <typename acc_t, typename scalar_t>
+const acc_t* as_acc(const scalar_t* src, int64_t rows, int64_t cols, std::vector<acc_t>& buf) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    return src;
+  } else {
+    buf.resize(static_cast<size_t>(rows * cols));
+    load_block(src, rows, cols, buf.data(), false);
+    return buf.data();
+  }
+}
+
+template <typename T>
+void run_gemm(const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb, T* c, int64_t ldc, int64_t R,
+              int64_t K, int64_t N) {
+  gemm(GemmArgs<T>{a, a_row, a_col, b, ldb, c, ldc, R, K, N});
+}
+
+// Per-row quantities of the cosine gate (gated mode only).
+template <typename acc_t>
+struct GateRow {
+  acc_t c = 0, g = 1;
+  acc_t ss = 0, pp = 0, inv_norm = 0;
+  bool clamped = true;
+};
+
+// The row pass shared by forward and backward: from the raw scores s (scaled), prev p and the
+// 0/1 key weights `valid`, computes the gate and writes the combined scores n.
+template <typename acc_t, typename scalar_t>
+GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w, acc_t b, const acc_t* valid,
+                           int64_t Lk, acc_t* n) {
+  GateRow<acc_t> st;
+  if (mode == kPlain) {
+    std::copy(s, s + Lk, n);
+    return st;
+  }
+  if (mode == kResidual) {
+    for (int64_t j = 0; j < Lk; ++j) n[j] = s[j] + static_cast<acc_t>(p[j]);
+    return st;
+  }
+  acc_t dot = 0, ss = 0, pp = 0;
+  for (int64_t j = 0; j < Lk; ++j) {  // as the reference: s * valid, p * valid
+    const acc_t sj = s[j] * valid[j], pj = static_cast<acc_t>(p[j]) * valid[j];
+    dot += sj * pj;
+    ss += sj * sj;
+    pp += pj * pj;
+  }
+  const acc_t norm_sq = ss * pp;
+  st.ss = ss;
+  st.pp = pp;
+  // clamped also covers a row without valid keys (dot = 0 -> c = 0)
+  st.clamped = norm_sq < static_cast<acc_t>(kCosineEps * kCosineEps);
+  st.inv_norm = st.clamped ? acc_t(0) : acc_t(1) / std::sqrt(norm_sq);
+  st.c = st.clamped ? dot / static_cast<acc_t>(kCosineEps) : dot * st.inv_norm;
+  st.g = acc_t(1) / (acc_t(1) + std::exp(-(w * st.c + b)));
+  for (int64_t j = 0; j < Lk; ++j) n[j] = (st.g * s[j] + static_cast<acc_t>(p[j])) / acc_t(2);
+  return st;
+}
+
+// Per-thread buffers of one (b, h); K^T / V are reused across the row blocks of the same (b, h)
+// that a thread processes in a row.
+template <typename acc_t>
+struct HeadCache {
+  int64_t bh = -1;
+  std::vector<acc_t> valid;         // [Lk] 1 / 0 per key of this batch (masked_softmax's format)
+  std::vector<acc_t> kt, vt, k, v;  // K^T [D, Lk]; V^T [Dv, Lk]; K [Lk, D]; V [Lk, Dv] (if converted)
+  const acc_t* k_rows = nullptr;
+  const acc_t* v_rows = nullptr;
+
+  void load_valid(const bool* mask, int64_t Lk) {  // mask: [Lk] of the batch or nullptr
+    valid.assign(Lk, acc_t(1));
+    if (mask != nullptr)
+      for (int64_t j = 0; j < Lk; ++j) valid[j] = mask[j] ? acc_t(1) : acc_t(0);
+  }
+};
+
+template <typename scalar_t>
+void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out, scalar_t* scores) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t Lq = pr.Lq, Lk = pr.Lk, D = pr.D, Dv = pr.Dv;
+  const int64_t nrb = (Lq + kRowBlock - 1) / kRowBlock;
+  const int64_t grain = grain_for(kRowBlock * Lk * (D + Dv + 4));
+  at::parallel_for(0, pr.B * pr.H * nrb, grain, [&](int64_t begin, int64_t end) {
+    HeadCache<acc_t> hc;
+    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n(Lk), o(kRowBlock * Dv);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
+      const int64_t b = bh / pr.H, h = bh % pr.H;
+      if (hc.bh != bh) {
+        hc.bh = bh;
+        hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
+        hc.kt.resize(D * Lk);
+        load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
+        hc.v_rows = as_acc(in.v + bh * Lk * Dv, Lk, Dv, hc.v);
+      }
+      load_block(in.q + (bh * Lq + i0) * D, rn, D, qb.data(), false);
+      run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);
+      const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
+      for (int64_t r = 0; r < rn; ++r) {
+        const int64_t row = bh * Lq + i0 + r;
+        acc_t* sr = s.data() + r * Lk;
+        for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
+        combine_row(pr.mode, sr, in.prev ? in.prev + row * Lk : nullptr, w, gb, hc.valid.data(), Lk, n.data());
+        scalar_t* sc = scores + row * Lk;
+        for (int64_t j = 0; j < Lk; ++j) sc[j] = static_cast<scalar_t>(n[j]);
+        masked_softmax(n.data(), hc.valid.data(), Lk, sr);  // the row now holds the weights a
+      }
+      run_gemm(s.data(), Lk, 1, hc.v_rows, Dv, o.data(), Dv, rn, Lk, Dv);
+      scalar_t* dst = out + (bh * Lq + i0) * Dv;
+      for (int64_t i = 0; i < rn * Dv; ++i) dst[i] = static_cast<scalar_t>(o[i]);
+    }
+  });
+}
+
+template <typename scalar_t>
+struct BackwardOutputs {
+  scalar_t *grad_q, *grad_k, *grad_v, *grad_prev;
+};
+
+template <typename scalar_t>
+void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar_t* scores, const scalar_t* grad_out,
+                     const scalar_t* grad_scores, const BackwardOutputs<scalar_t>& g, acc_type<scalar_t>* attn_ws,
+                     acc_type<scalar_t>* dscore_ws, acc_type<scalar_t>* gate_ws) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t Lq = pr.Lq, Lk = pr.Lk, D = pr.D, Dv = pr.Dv, BH = pr.B * pr.H;
+  const int64_t nrb = (Lq + kRowBlock - 1) / kRowBlock;
+
+  // n is recomputed from q, k, prev exactly as the forward did; where it was stored without
+  // rounding (float32 / float64) and s itself is not needed (no gate), `scores` is read instead.
+  const bool recompute_n = pr.mode == kGated || !std::is_same_v<scalar_t, acc_t>;
+
+  // Pass 1 over (b, h, query-row block): A, scale*dS into the workspaces; dQ, dPrev, gate terms.
+  at::parallel_for(0, BH * nrb, grain_for(kRowBlock * Lk * (D + 2 * Dv + 8)), [&](int64_t begin, int64_t end) {
+    HeadCache<acc_t> hc;
+    std::vector<acc_t> qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk),
+        dq(kRowBlock * D);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
+      const int64_t b = bh / pr.H, h = bh % pr.H;
+      if (hc.bh != bh) {
+        hc.bh = bh;
+        hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
+        hc.kt.resize(D * Lk);
+        hc.vt.resize(Dv * Lk);
+        load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
+        load_block(in.v + bh * Lk * Dv, Lk, Dv, hc.vt.data(), true);
+        hc.k_rows = as_acc(in.k + bh * Lk * D, Lk, D, hc.k);
+      }
+      const int64_t row0 = bh * Lq + i0;
+      load_block(in.q + row0 * D, rn, D, qb.data(), false);
+      load_block(grad_out + row0 * Dv, rn, Dv, dob.data(), false);
+      if (recompute_n) run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);  // s / scale
+      run_gemm(dob.data(), Dv, 1, hc.vt.data(), Lk, da.data(), Lk, rn, Dv, Lk);  // dA = dOut . V^T
+      const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
+      for (int64_t r = 0; r < rn; ++r) {
+        const int64_t row = row0 + r;
+        acc_t* sr = s.data() + r * Lk;
+        acc_t* dn = da.data() + r * Lk;  // dA, then dN in place
+        acc_t* a = attn_ws + row * Lk;
+        acc_t* ds = dscore_ws + row * Lk;
+        const scalar_t* p = in.prev ? in.prev + row * Lk : nullptr;
+        const scalar_t* gs = grad_scores + row * Lk;
+        GateRow<acc_t> st;
+        if (recompute_n) {
+          for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
+          st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data());
+          masked_softmax(n.data(), hc.valid.data(), Lk, a);
+        } else {
+          masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, a);
+        }
+        acc_t rowdot = 0;
+        for (int64_t j = 0; j < Lk; ++j) rowdot += a[j] * dn[j];
+        for (int64_t j = 0; j < Lk; ++j) dn[j] = a[j] * (dn[j] - rowdot) + static_cast<acc_t>(gs[j]);
+
+        scalar_t* dp = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
+        if (pr.mode == kGated) {
+          acc_t dg = 0;
+          for (int64_t j = 0; j < Lk; ++j) dg += dn[j] * sr[j];
+          dg /= acc_t(2);
+          const acc_t dz = dg * st.g * (acc_t(1) - st.g);
+          gate_ws[2 * row] = dz * st.c;
+          gate_ws[2 * row + 1] = dz;
+          const acc_t dc = dz * w;
+          // dc/ds_j = p_j / N - c s_j / |s|^2 ; dc/dp_j = s_j / N - c p_j / |p|^2 (valid keys, unclamped)
+          const acc_t alpha = st.clamped ? acc_t(0) : dc * st.inv_norm;
+          const acc_t beta_s = st.clamped ? acc_t(0) : dc * st.c / st.ss;
+          const acc_t beta_p = st.clamped ? acc_t(0) : dc * st.c / st.pp;
+          const acc_t half_g = st.g / acc_t(2);
+          for (int64_t j = 0; j < Lk; ++j) {
+            const acc_t pj = static_cast<acc_t>(p[j]), sj = sr[j];
+            acc_t dsj = half_g * dn[j], dpj = dn[j] / acc_t(2);
+            dsj += hc.valid[j] * (alpha * pj - beta_s * sj);
+            dpj += hc.valid[j] * (alpha * sj - beta_p * pj);
+            ds[j] = in.scale * dsj;
+            dp[j] = static_cast<scalar_t>(dpj);
+          }
+        } else {
+          for (int64_t j = 0; j < Lk; ++j) ds[j] = in.scale * dn[j];
+          if (dp != nullptr) {
+            const bool residual = pr.mode == kResidual;
+            for (int64_t j = 0; j < Lk; ++j) dp[j] = residual ? static_cast<scalar_t>(dn[j]) : scalar_t(0);
+          }
+        }
+      }
+      run_gemm(dscore_ws + row0 * Lk, Lk, 1, hc.k_rows, D, dq.data(), D, rn, Lk, D);  // dQ = scale dS . K
+      scalar_t* dst = g.grad_q + row0 * D;
+      for (int64_t i = 0; i < rn * D; ++i) dst[i] = static_cast<scalar_t>(dq[i]);
+    }
+  });
+
+  // Pass 2 over (b, h, key block): dK = (scale dS)^T . Q, dV = A^T . dOut.
+  const int64_t nkb = (Lk + kKeyBlock - 1) / kKeyBlock;
+  at::parallel_for(0, BH * nkb, grain_for(kKeyBlock * Lq * (D + Dv)), [&](int64_t begin, int64_t end) {
+    int64_t cached = -1;
+    std::vector<acc_t> qbuf, dobuf, dk(kKeyBlock * D), dv(kKeyBlock * Dv);
+    const acc_t *q_rows = nullptr, *do_rows = nullptr;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bh = t / nkb, j0 = (t % nkb) * kKeyBlock, kn = std::min(kKeyBlock, Lk - j0);
+      if (cached != bh) {
+        cached = bh;
+        q_rows = as_acc(in.q + bh * Lq * D, Lq, D, qbuf);
+        do_rows = as_acc(grad_out + bh * Lq * Dv, Lq, Dv, dobuf);
+      }
+      const int64_t base = bh * Lq * Lk + j0;
+      run_gemm(dscore_ws + base, int64_t(1), Lk, q_rows, D, dk.data(), D, kn, Lq, D);
+      run_gemm(attn_ws + base, int64_t(1), Lk, do_rows, Dv, dv.data(), Dv, kn, Lq, Dv);
+      scalar_t* gk = g.grad_k + (bh * Lk + j0) * D;
+      scalar_t* gv = g.grad_v + (bh * Lk + j0) * Dv;
+      for (int64_t i = 0; i < kn * D; ++i) gk[i] = static_cast<scalar_t>(dk[i]);
+      for (int64_t i = 0; i < kn * Dv; ++i) gv[i] = static_cast<scalar_t>(dv[i]);
+    }
+  });
+}
+
+// A gradient of the expected shape, contiguous, in the dtype of q.
+at::Tensor grad_arg(const at::Tensor& t, const char* name, at::IntArrayRef expected, const at::Tensor& q) {
+  TORCH_CHECK_VALUE(t.sizes() == expected, name, ": expected shape ", expected, ", got ", t.sizes());
+  TORCH_CHECK_VALUE(t.device() == q.device(), name, ": expected device ", q.device(), " (the device of q), got ",
+                    t.device());
+  return t.to(q.scalar_type()).contiguous();
+}
+
+}  // namespace
+}  // namespace gra_cpu
+
+std::tuple<at::Tensor, at::Tensor> gra_forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                    const std::optional<at::Tensor>& prev,
+                                                    const std::optional<at::Tensor>& key_mask,
+                                                    const std::optional<at::Tensor>& gate_weight,
+                                                    const std::optional<at::Tensor>& gate_bias, c10::string_view mode,
+                                                    double scale) {
+  using namespace gra_cpu;
+  const Problem pr = prepare(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale);
+  at::Tensor out = at::empty({pr.B, pr.H, pr.Lq, pr.Dv}, q.options());
+  at::Tensor scores = at::empty({pr.B, pr.H, pr.Lq, pr.Lk}, q.options());
+  if (pr.B * pr.H * pr.Lq == 0) return {out, scores};
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "gra_forward_cpu", [&] {
+    const Inputs<scalar_t> in(pr, q, k, v, prev, key_mask, gate_weight, gate_bias, scale);
+    forward_kernel<scalar_t>(pr, in, out.data_ptr<scalar_t>(), scores.data_ptr<scalar_t>());
+  });
+  return {out, scores};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gra_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& grad_scores, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const std::optional<at::Tensor>& prev, const std::optional<at::Tensor>& key_mask,
+    const std::optional<at::Tensor>& gate_weight, const std::optional<at::Tensor>& gate_bias,
+    const at::Tensor& scores, c10::string_view mode, double scale) {
+  using namespace gra_cpu;
+  const Problem pr = prepare(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale);
+  const at::Tensor go = grad_arg(grad_out, "grad_out", {pr.B, pr.H, pr.Lq, pr.Dv}, q);
+  const at::Tensor gs = grad_arg(grad_scores, "grad_scores", {pr.B, pr.H, pr.Lq, pr.Lk}, q);
+  // `scores` is read only where it holds n unrounded (float32 / float64) and no gate needs s;
+  // otherwise s and n are recomputed in the accumulation type (exact for bfloat16 as well).
+  TORCH_CHECK_VALUE(scores.sizes() == gs.sizes(), "scores: expected shape ", gs.sizes(), ", got ", scores.sizes());
+  TORCH_CHECK_VALUE(scores.scalar_type() == q.scalar_type(), "scores: expected dtype ", q.scalar_type(), ", got ",
+                    scores.scalar_type());
+
+  const auto opts = q.options();
+  at::Tensor grad_q = at::empty(q.sizes(), opts), grad_k = at::empty(k.sizes(), opts);
+  at::Tensor grad_v = at::empty(v.sizes(), opts);
+  at::Tensor grad_prev = pr.has_prev ? at::empty({pr.B, pr.H, pr.Lq, pr.Lk}, opts) : at::empty({0}, opts);
+  const bool gated = pr.mode == kGated;
+  at::Tensor grad_w = at::empty({0}, opts), grad_b = at::empty({0}, opts);
+  if (pr.B * pr.H * pr.Lq == 0 || pr.Lk == 0) {  // nothing flows: zero gradients of the right shapes
+    grad_q.zero_();
+    grad_k.zero_();
+    grad_v.zero_();
+    grad_prev.zero_();
+    if (gated) {
+      grad_w = at::zeros_like(*gate_weight);
+      grad_b = at::zeros_like(*gate_bias);
+    }
+    return {grad_q, grad_k, grad_v, grad_prev, grad_w, grad_b};
+  }
+
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "gra_backward_cpu", [&] {
+    using acc_t = acc_type<scalar_t>;
+    const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const Inputs<scalar_t> in(pr, q, k, v, prev, key_mask, gate_weight, gate_bias, scale);
+    at::Tensor attn_ws = at::empty({pr.B, pr.H, pr.Lq, pr.Lk}, acc_opts);
+    at::Tensor dscore_ws = at::empty({pr.B, pr.H, pr.Lq, pr.Lk}, acc_opts);
+    at::Tensor gate_ws = at::empty({gated ? pr.B * pr.H * pr.Lq * 2 : 0}, acc_opts);
+    const BackwardOutputs<scalar_t> outs{grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(),
+                                         grad_v.data_ptr<scalar_t>(),
+                                         pr.has_prev ? grad_prev.data_ptr<scalar_t>() : nullptr};
+    const at::Tensor scores_c = scores.contiguous();
+    backward_kernel<scalar_t>(pr, in, scores_c.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), outs,
+                              attn_ws.data_ptr<acc_t>(), dscore_ws.data_ptr<acc_t>(), gate_ws.data_ptr<acc_t>());
+    if (gated) {  // per head, summed over (b, row) in a fixed order
+      const acc_t* terms = gate_ws.data_ptr<acc_t>();
+      at::Tensor sums = at::zeros({2, pr.H}, opts.dtype(at::kDouble));
+      double* sw = sums.data_ptr<double>();
+      for (int64_t b = 0; b < pr.B; ++b)
+        for (int64_t h = 0; h < pr.H; ++h)
+          for (int64_t i = 0; i < pr.Lq; ++i) {
+            const int64_t row = (b * pr.H + h) * pr.Lq + i;
+            sw[h] += terms[2 * row];
+            sw[pr.H + h] += terms[2 * row + 1];
+          }
+      grad_w = sums[0].to(gate_weight->scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+      grad_b = sums[1].to(gate_bias->scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+    }
+  });
+  return {grad_q, grad_k, grad_v, grad_prev, grad_w, grad_b};
+}
+
+}  // namespace mmfuse
+
+TORCH_LIBRARY_IMPL(mmfuse, CPU, m) {
+  m.impl("gated_residual_attention", &mmfuse::gra_forward_cpu);
+  m.impl("gated_residual_attention_backward", &mmfuse::gra_backward_cpu);
+}

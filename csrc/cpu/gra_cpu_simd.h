@@ -1,0 +1,40 @@
+// The vectorised building blocks of the CPU gated residual attention kernels: one matrix
+// micro-kernel and the masked softmax of a score row.
+//
+// Every product of the op — s = q.K^T, out = a.V, dA = dOut.V^T, dQ = dS.K, dK = dS^T.Q,
+// dV = A^T.dOut — is a small C[R, N] = A[R, K] . B[K, N] on blocks that are already in cache,
+// with A addressed through two strides (so A may be a transposed view) and B row-major. It is
+// written as register tiles of kTileRows x kTileCols accumulators updated by broadcast-A /
+// vector-B multiply-adds: no horizontal reductions, so the compiler vectorises it without
+// -ffast-math. On x86-64 it is compiled twice, for AVX2+FMA and for the baseline ISA, and the
+// AVX2 build is used when the CPU supports it (checked once at run time).
+#pragma once
+
+#include <cstdint>
+
+namespace mmfuse {
+namespace gra_cpu {
+
+// A[r, k] = a[r * a_row + k * a_col]; B[k, n] = b[k * ldb + n]; C[r, n] = c[r * ldc + n].
+template <typename T>
+struct GemmArgs {
+  const T* a;
+  int64_t a_row, a_col;
+  const T* b;
+  int64_t ldb;
+  T* c;
+  int64_t ldc;
+  int64_t R, K, N;
+};
+
+// C = A . B (overwrites C). Defined in gra_cpu_simd.cpp, where it is compiled per ISA.
+void gemm(const GemmArgs<float>& g);
+void gemm(const GemmArgs<double>& g);
+
+// a = softmax of n[0:len] over the keys with valid[j] == 1 (valid is 0 or 1), 0 at the others;
+// all zero when no key is valid. float uses a vectorised exp (relative error ~1e-7).
+void masked_softmax(const float* n, const float* valid, int64_t len, float* a);
+void masked_softmax(const double* n, const double* valid, int64_t len, double* a);
+
+}  // namespace gra_cpu
+}  // namespace mmfuse
