@@ -4,12 +4,12 @@
 // Work is split by at::parallel_for into tasks of (batch b, head h, block of kRowBlock query
 // rows). A forward task, entirely in cache and in the accumulation type (float for float32 /
 // bfloat16, double for float64):
-//   s = scale * q_blk . K^T            (micro-kernel gemm, gra_cpu_gemm.h)
+//   s = scale * q_blk . K^T            (micro-kernel gemm, gra_cpu_simd.h)
 //   per row: cosine gate over the valid keys, combination n, masked softmax (max / sum)
 //   out_blk = a . V                     (gemm); out and scores are written once.
-// The backward recomputes s and the softmax from q, k, prev (never reading the rounded
-// `scores`), computes dA = dOut . V^T, then per row dN, the gate terms, dS and dPrev, and
-// dQ = scale dS . K. It leaves A and scale*dS in float workspaces; a second parallel pass over
+// The backward recomputes s (gated mode, and bfloat16) or reads n from `scores` (float32 /
+// float64 without a gate, where n is stored unrounded), redoes the softmax, computes
+// dA = dOut . V^T, then per row dN, the gate terms, dS and dPrev, and dQ = scale dS . K. It leaves A and scale*dS in float workspaces; a second parallel pass over
 // (b, h, block of keys) forms dK = (scale dS)^T . Q and dV = A^T . dOut, each element summed in
 // a fixed order by one task — no atomics, bitwise deterministic for any thread count. The gate
 // gradients are summed per head from per-row terms in a fixed order as well.
@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "../gated_residual_attention.h"
-#include "gra_cpu_gemm.h"
+#include "gra_cpu_simd.h"
 
 namespace mmfuse {
 namespace gra_cpu {
@@ -142,11 +142,11 @@ struct GateRow {
   bool clamped = true;
 };
 
-// The row pass shared by forward and backward: from the raw scores s (scaled) and prev p,
-// computes the gate and writes the combined scores n. `valid(j)` tells whether key j takes part.
-template <typename acc_t, typename scalar_t, typename Valid>
-GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w, acc_t b, Valid valid, int64_t Lk,
-                           acc_t* n) {
+// The row pass shared by forward and backward: from the raw scores s (scaled), prev p and the
+// 0/1 key weights `valid`, computes the gate and writes the combined scores n.
+template <typename acc_t, typename scalar_t>
+GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w, acc_t b, const acc_t* valid,
+                           int64_t Lk, acc_t* n) {
   GateRow<acc_t> st;
   if (mode == kPlain) {
     std::copy(s, s + Lk, n);
@@ -157,11 +157,10 @@ GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w,
     return st;
   }
   acc_t dot = 0, ss = 0, pp = 0;
-  for (int64_t j = 0; j < Lk; ++j) {
-    if (!valid(j)) continue;
-    const acc_t pj = static_cast<acc_t>(p[j]);
-    dot += s[j] * pj;
-    ss += s[j] * s[j];
+  for (int64_t j = 0; j < Lk; ++j) {  // as the reference: s * valid, p * valid
+    const acc_t sj = s[j] * valid[j], pj = static_cast<acc_t>(p[j]) * valid[j];
+    dot += sj * pj;
+    ss += sj * sj;
     pp += pj * pj;
   }
   const acc_t norm_sq = ss * pp;
@@ -176,39 +175,21 @@ GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w,
   return st;
 }
 
-// a = softmax of n over the valid keys, 0 at masked keys; all zero when no key is valid.
-template <typename acc_t, typename Valid>
-void masked_softmax_row(const acc_t* n, Valid valid, int64_t Lk, acc_t* a) {
-  acc_t mx = -std::numeric_limits<acc_t>::infinity();
-  for (int64_t j = 0; j < Lk; ++j)
-    if (valid(j)) mx = std::max(mx, n[j]);
-  if (mx == -std::numeric_limits<acc_t>::infinity()) {
-    std::fill(a, a + Lk, acc_t(0));
-    return;
-  }
-  acc_t sum = 0;
-  for (int64_t j = 0; j < Lk; ++j) {
-    const acc_t e = valid(j) ? std::exp(n[j] - mx) : acc_t(0);
-    a[j] = e;
-    sum += e;
-  }
-  const acc_t inv = acc_t(1) / sum;
-  for (int64_t j = 0; j < Lk; ++j) a[j] *= inv;
-}
-
-struct Valid {
-  const bool* mask;  // [Lk] of this batch, or nullptr = all valid
-  bool operator()(int64_t j) const { return mask == nullptr || mask[j]; }
-};
-
-// Per-thread buffers of one (b, h) and one row block; K^T / V are reused across the row blocks
-// of the same (b, h) that a thread processes in a row.
+// Per-thread buffers of one (b, h); K^T / V are reused across the row blocks of the same (b, h)
+// that a thread processes in a row.
 template <typename acc_t>
 struct HeadCache {
   int64_t bh = -1;
+  std::vector<acc_t> valid;         // [Lk] 1 / 0 per key of this batch (masked_softmax's format)
   std::vector<acc_t> kt, vt, k, v;  // K^T [D, Lk]; V^T [Dv, Lk]; K [Lk, D]; V [Lk, Dv] (if converted)
   const acc_t* k_rows = nullptr;
   const acc_t* v_rows = nullptr;
+
+  void load_valid(const bool* mask, int64_t Lk) {  // mask: [Lk] of the batch or nullptr
+    valid.assign(Lk, acc_t(1));
+    if (mask != nullptr)
+      for (int64_t j = 0; j < Lk; ++j) valid[j] = mask[j] ? acc_t(1) : acc_t(0);
+  }
 };
 
 template <typename scalar_t>
@@ -225,22 +206,22 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
       const int64_t b = bh / pr.H, h = bh % pr.H;
       if (hc.bh != bh) {
         hc.bh = bh;
+        hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
         hc.kt.resize(D * Lk);
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
         hc.v_rows = as_acc(in.v + bh * Lk * Dv, Lk, Dv, hc.v);
       }
       load_block(in.q + (bh * Lq + i0) * D, rn, D, qb.data(), false);
       run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);
-      const Valid valid{in.mask ? in.mask + b * Lk : nullptr};
       const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
       for (int64_t r = 0; r < rn; ++r) {
         const int64_t row = bh * Lq + i0 + r;
         acc_t* sr = s.data() + r * Lk;
         for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-        combine_row(pr.mode, sr, in.prev ? in.prev + row * Lk : nullptr, w, gb, valid, Lk, n.data());
+        combine_row(pr.mode, sr, in.prev ? in.prev + row * Lk : nullptr, w, gb, hc.valid.data(), Lk, n.data());
         scalar_t* sc = scores + row * Lk;
         for (int64_t j = 0; j < Lk; ++j) sc[j] = static_cast<scalar_t>(n[j]);
-        masked_softmax_row(n.data(), valid, Lk, sr);  // the row now holds the weights a
+        masked_softmax(n.data(), hc.valid.data(), Lk, sr);  // the row now holds the weights a
       }
       run_gemm(s.data(), Lk, 1, hc.v_rows, Dv, o.data(), Dv, rn, Lk, Dv);
       scalar_t* dst = out + (bh * Lq + i0) * Dv;
@@ -255,12 +236,16 @@ struct BackwardOutputs {
 };
 
 template <typename scalar_t>
-void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar_t* grad_out,
+void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar_t* scores, const scalar_t* grad_out,
                      const scalar_t* grad_scores, const BackwardOutputs<scalar_t>& g, acc_type<scalar_t>* attn_ws,
                      acc_type<scalar_t>* dscore_ws, acc_type<scalar_t>* gate_ws) {
   using acc_t = acc_type<scalar_t>;
   const int64_t Lq = pr.Lq, Lk = pr.Lk, D = pr.D, Dv = pr.Dv, BH = pr.B * pr.H;
   const int64_t nrb = (Lq + kRowBlock - 1) / kRowBlock;
+
+  // n is recomputed from q, k, prev exactly as the forward did; where it was stored without
+  // rounding (float32 / float64) and s itself is not needed (no gate), `scores` is read instead.
+  const bool recompute_n = pr.mode == kGated || !std::is_same_v<scalar_t, acc_t>;
 
   // Pass 1 over (b, h, query-row block): A, scale*dS into the workspaces; dQ, dPrev, gate terms.
   at::parallel_for(0, BH * nrb, grain_for(kRowBlock * Lk * (D + 2 * Dv + 8)), [&](int64_t begin, int64_t end) {
@@ -272,6 +257,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
       const int64_t b = bh / pr.H, h = bh % pr.H;
       if (hc.bh != bh) {
         hc.bh = bh;
+        hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
         hc.kt.resize(D * Lk);
         hc.vt.resize(Dv * Lk);
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
@@ -281,9 +267,8 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
       const int64_t row0 = bh * Lq + i0;
       load_block(in.q + row0 * D, rn, D, qb.data(), false);
       load_block(grad_out + row0 * Dv, rn, Dv, dob.data(), false);
-      run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);       // s / scale
+      if (recompute_n) run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);  // s / scale
       run_gemm(dob.data(), Dv, 1, hc.vt.data(), Lk, da.data(), Lk, rn, Dv, Lk);  // dA = dOut . V^T
-      const Valid valid{in.mask ? in.mask + b * Lk : nullptr};
       const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
       for (int64_t r = 0; r < rn; ++r) {
         const int64_t row = row0 + r;
@@ -293,9 +278,14 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
         acc_t* ds = dscore_ws + row * Lk;
         const scalar_t* p = in.prev ? in.prev + row * Lk : nullptr;
         const scalar_t* gs = grad_scores + row * Lk;
-        for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-        const GateRow<acc_t> st = combine_row(pr.mode, sr, p, w, gb, valid, Lk, n.data());
-        masked_softmax_row(n.data(), valid, Lk, a);
+        GateRow<acc_t> st;
+        if (recompute_n) {
+          for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
+          st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data());
+          masked_softmax(n.data(), hc.valid.data(), Lk, a);
+        } else {
+          masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, a);
+        }
         acc_t rowdot = 0;
         for (int64_t j = 0; j < Lk; ++j) rowdot += a[j] * dn[j];
         for (int64_t j = 0; j < Lk; ++j) dn[j] = a[j] * (dn[j] - rowdot) + static_cast<acc_t>(gs[j]);
@@ -317,10 +307,8 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
           for (int64_t j = 0; j < Lk; ++j) {
             const acc_t pj = static_cast<acc_t>(p[j]), sj = sr[j];
             acc_t dsj = half_g * dn[j], dpj = dn[j] / acc_t(2);
-            if (valid(j)) {
-              dsj += alpha * pj - beta_s * sj;
-              dpj += alpha * sj - beta_p * pj;
-            }
+            dsj += hc.valid[j] * (alpha * pj - beta_s * sj);
+            dpj += hc.valid[j] * (alpha * sj - beta_p * pj);
             ds[j] = in.scale * dsj;
             dp[j] = static_cast<scalar_t>(dpj);
           }
@@ -400,9 +388,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const Problem pr = prepare(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale);
   const at::Tensor go = grad_arg(grad_out, "grad_out", {pr.B, pr.H, pr.Lq, pr.Dv}, q);
   const at::Tensor gs = grad_arg(grad_scores, "grad_scores", {pr.B, pr.H, pr.Lq, pr.Lk}, q);
-  // `scores` is not read: s and the softmax are recomputed in the accumulation type from q, k
-  // and prev, which is exact for bfloat16 too (no rounding of n to the storage type).
+  // `scores` is read only where it holds n unrounded (float32 / float64) and no gate needs s;
+  // otherwise s and n are recomputed in the accumulation type (exact for bfloat16 as well).
   TORCH_CHECK_VALUE(scores.sizes() == gs.sizes(), "scores: expected shape ", gs.sizes(), ", got ", scores.sizes());
+  TORCH_CHECK_VALUE(scores.scalar_type() == q.scalar_type(), "scores: expected dtype ", q.scalar_type(), ", got ",
+                    scores.scalar_type());
 
   const auto opts = q.options();
   at::Tensor grad_q = at::empty(q.sizes(), opts), grad_k = at::empty(k.sizes(), opts);
@@ -432,7 +422,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const BackwardOutputs<scalar_t> outs{grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(),
                                          grad_v.data_ptr<scalar_t>(),
                                          pr.has_prev ? grad_prev.data_ptr<scalar_t>() : nullptr};
-    backward_kernel<scalar_t>(pr, in, go.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), outs,
+    const at::Tensor scores_c = scores.contiguous();
+    backward_kernel<scalar_t>(pr, in, scores_c.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), outs,
                               attn_ws.data_ptr<acc_t>(), dscore_ws.data_ptr<acc_t>(), gate_ws.data_ptr<acc_t>());
     if (gated) {  // per head, summed over (b, row) in a fixed order
       const acc_t* terms = gate_ws.data_ptr<acc_t>();

@@ -1,4 +1,5 @@
-// The one matrix micro-kernel of the CPU gated residual attention kernels.
+// The vectorised building blocks of the CPU gated residual attention kernels: one matrix
+// micro-kernel and the masked softmax of a score row.
 //
 // Every product of the op — s = q.K^T, out = a.V, dA = dOut.V^T, dQ = dS.K, dK = dS^T.Q,
 // dV = A^T.dOut — is a small C[R, N] = A[R, K] . B[K, N] on blocks that are already in cache,
@@ -26,9 +27,14 @@ struct GemmArgs {
   int64_t R, K, N;
 };
 
-// C = A . B (overwrites C). Defined in gra_cpu_gemm.cpp, where it is compiled per ISA.
+// C = A . B (overwrites C). Defined in gra_cpu_simd.cpp, where it is compiled per ISA.
 void gemm(const GemmArgs<float>& g);
 void gemm(const GemmArgs<double>& g);
+
+// a = softmax of n[0:len] over the keys with valid[j] == 1 (valid is 0 or 1), 0 at the others;
+// all zero when no key is valid. float uses a vectorised exp (relative error ~1e-7).
+void masked_softmax(const float* n, const float* valid, int64_t len, float* a);
+void masked_softmax(const double* n, const double* valid, int64_t len, double* a);
 
 }  // namespace gra_cpu
 }  // namespace mmfuse

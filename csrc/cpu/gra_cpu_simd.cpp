@@ -1,0 +1,214 @@
+// The vectorised building blocks of the CPU kernels (see gra_cpu_simd.h), compiled per ISA.
+#include "gra_cpu_simd.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#if defined(__GNUC__) && !defined(__clang__)
+// 256-bit vector values only travel between always-inlined helpers of one ISA build
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define MMFUSE_X86_DISPATCH 1
+#endif
+#define MMFUSE_ALWAYS_INLINE inline __attribute__((always_inline))
+
+namespace mmfuse {
+namespace gra_cpu {
+namespace {
+
+constexpr int kTileRows = 6;  // 6 x 2 vector accumulators: 12 of the 16 AVX registers
+
+// C tile [RT, NV * lanes] = A[RT, K] . B[K, NV * lanes] with compile-time sizes: the RT x NV
+// accumulators are 256-bit GCC vectors held in registers (two 128-bit halves on the baseline
+// ISA); per k, NV vector loads of B, RT broadcasts of A and RT x NV multiply-adds.
+template <typename T, int RT, int NV>
+MMFUSE_ALWAYS_INLINE void gemm_tile_fixed(const GemmArgs<T>& g, int64_t r0, int64_t n0) {
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int lanes = 32 / static_cast<int>(sizeof(T));
+  vec_t acc[RT][NV];
+  for (int r = 0; r < RT; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = vec_t{};
+  const T* a = g.a + r0 * g.a_row;
+  const T* b = g.b + n0;
+  for (int64_t k = 0; k < g.K; ++k) {
+    const T* bk = b + k * g.ldb;
+    vec_t bv[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], bk + v * lanes, sizeof(vec_t));
+    for (int r = 0; r < RT; ++r) {
+      const T ar = a[r * g.a_row + k * g.a_col];
+      for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
+    }
+  }
+  for (int r = 0; r < RT; ++r) {
+    T* c = g.c + (r0 + r) * g.ldc + n0;
+    for (int v = 0; v < NV; ++v) std::memcpy(c + v * lanes, &acc[r][v], sizeof(vec_t));
+  }
+}
+
+// Edge tiles (fewer rows or columns than a full tile): same arithmetic, runtime bounds.
+template <typename T, int NT>
+MMFUSE_ALWAYS_INLINE void gemm_tile_edge(const GemmArgs<T>& g, int64_t r0, int64_t rn, int64_t n0, int64_t nn) {
+  T acc[kTileRows][NT] = {};
+  const T* a = g.a + r0 * g.a_row;
+  const T* b = g.b + n0;
+  for (int64_t k = 0; k < g.K; ++k) {
+    const T* bk = b + k * g.ldb;
+    for (int64_t r = 0; r < rn; ++r) {
+      const T ar = a[r * g.a_row + k * g.a_col];
+      for (int64_t n = 0; n < nn; ++n) acc[r][n] += ar * bk[n];
+    }
+  }
+  for (int64_t r = 0; r < rn; ++r) {
+    T* c = g.c + (r0 + r) * g.ldc + n0;
+    for (int64_t n = 0; n < nn; ++n) c[n] = acc[r][n];
+  }
+}
+
+// The rn (<= kTileRows) rows from r0 of an NV-vector-wide column strip, with the register tile
+// of exactly that size (so the last, partial row tile of a block is as fast as the others).
+template <typename T, int NV>
+MMFUSE_ALWAYS_INLINE void gemm_rows(const GemmArgs<T>& g, int64_t r0, int64_t rn, int64_t n0) {
+  switch (rn) {
+    case 6: return gemm_tile_fixed<T, 6, NV>(g, r0, n0);
+    case 5: return gemm_tile_fixed<T, 5, NV>(g, r0, n0);
+    case 4: return gemm_tile_fixed<T, 4, NV>(g, r0, n0);
+    case 3: return gemm_tile_fixed<T, 3, NV>(g, r0, n0);
+    case 2: return gemm_tile_fixed<T, 2, NV>(g, r0, n0);
+    default: return gemm_tile_fixed<T, 1, NV>(g, r0, n0);
+  }
+}
+
+template <typename T>
+MMFUSE_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
+  static_assert(kTileRows == 6, "gemm_rows handles up to 6 rows");
+  constexpr int lanes = 32 / static_cast<int>(sizeof(T));
+  for (int64_t r0 = 0; r0 < g.R; r0 += kTileRows) {
+    const int64_t rn = std::min<int64_t>(kTileRows, g.R - r0);
+    int64_t n0 = 0;
+    for (; n0 + 2 * lanes <= g.N; n0 += 2 * lanes) gemm_rows<T, 2>(g, r0, rn, n0);
+    if (n0 + lanes <= g.N) {
+      gemm_rows<T, 1>(g, r0, rn, n0);
+      n0 += lanes;
+    }
+    if (n0 < g.N) gemm_tile_edge<T, lanes>(g, r0, rn, n0, g.N - n0);
+  }
+}
+
+// exp(x) for x <= 0 on a float vector (Cephes expf: x = k ln2 + r, degree-6 polynomial in r,
+// 2^k built in the exponent bits); relative error ~1e-7. Inputs below -87.3 give ~1e-38.
+template <typename vf>
+MMFUSE_ALWAYS_INLINE vf exp_nonpositive(vf x) {
+  typedef int vi __attribute__((vector_size(sizeof(vf))));
+  x = x < vf{} - 87.3f ? vf{} - 87.3f : x;
+  const vf y = x * 1.44269504088896341f + 0.5f;
+  vf k = __builtin_convertvector(__builtin_convertvector(y, vi), vf);  // trunc, then floor:
+  k = k + __builtin_convertvector(k > y, vf);                          // (true = -1)
+  const vf r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  vf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+template <typename T>
+MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_t len, T* a) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  T mx = kNegInf;
+  for (int64_t j = 0; j < len; ++j) mx = valid[j] != T(0) && n[j] > mx ? n[j] : mx;
+  if (mx == kNegInf) {  // no valid key: all-zero weights
+    std::fill(a, a + len, T(0));
+    return;
+  }
+  T sum = 0;
+  int64_t j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    typedef float vf __attribute__((vector_size(32)));
+    constexpr int64_t lanes = 8;
+    vf vsum{};
+    for (; j + lanes <= len; j += lanes) {
+      vf x, v;
+      std::memcpy(&x, n + j, sizeof(vf));
+      std::memcpy(&v, valid + j, sizeof(vf));
+      x = x - mx;
+      x = x > vf{} ? vf{} : x;  // masked keys may exceed the max: keep exp finite, then zero it
+      const vf e = exp_nonpositive(x) * v;
+      std::memcpy(a + j, &e, sizeof(vf));
+      vsum += e;
+    }
+    if (j < len) {  // the tail through the same vector code (zero-padded, masked)
+      vf x{}, v{};
+      std::memcpy(&x, n + j, sizeof(float) * (len - j));
+      std::memcpy(&v, valid + j, sizeof(float) * (len - j));
+      x = x - mx;
+      x = x > vf{} ? vf{} : x;
+      const vf e = exp_nonpositive(x) * v;
+      std::memcpy(a + j, &e, sizeof(float) * (len - j));
+      vsum += e;
+      j = len;
+    }
+    for (int i = 0; i < lanes; ++i) sum += vsum[i];
+  } else {
+    for (; j < len; ++j) {
+      a[j] = valid[j] != T(0) ? std::exp(n[j] - mx) : T(0);
+      sum += a[j];
+    }
+  }
+  const T inv = T(1) / sum;
+  for (j = 0; j < len; ++j) a[j] *= inv;
+}
+
+#ifdef MMFUSE_X86_DISPATCH
+// The same source compiled for AVX2 + FMA; chosen at run time when the CPU has both.
+__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<float>& g) { gemm_impl(g); }
+__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<double>& g) { gemm_impl(g); }
+template <typename T>
+__attribute__((target("avx2,fma"))) void masked_softmax_avx2(const T* n, const T* valid, int64_t len, T* a) {
+  masked_softmax_impl(n, valid, len, a);
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename T>
+void gemm_dispatch(const GemmArgs<T>& g) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return gemm_avx2(g);
+#endif
+  gemm_impl(g);
+}
+
+template <typename T>
+void masked_softmax_dispatch(const T* n, const T* valid, int64_t len, T* a) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return masked_softmax_avx2(n, valid, len, a);
+#endif
+  masked_softmax_impl(n, valid, len, a);
+}
+
+}  // namespace
+
+void gemm(const GemmArgs<float>& g) { gemm_dispatch(g); }
+void gemm(const GemmArgs<double>& g) { gemm_dispatch(g); }
+void masked_softmax(const float* n, const float* valid, int64_t len, float* a) {
+  masked_softmax_dispatch(n, valid, len, a);
+}
+void masked_softmax(const double* n, const double* valid, int64_t len, double* a) {
+  masked_softmax_dispatch(n, valid, len, a);
+}
+
+}  // namespace gra_cpu
+}  // namespace mmfuse
