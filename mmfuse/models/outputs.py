@@ -43,3 +43,44 @@ class ClassificationOutput(ModelOutput):
     image_pooled: Optional[Tensor] = None
     fused: Optional[Tensor] = None
     attentions: Optional[dict[str, list[Tensor]]] = None
+
+
+@dataclass
+class JointSpanOutput(ModelOutput):
+    """Output of joint aspect-term extraction + aspect sentiment models such as JML.
+
+    Attributes:
+        start_logits / end_logits: ``[B, W]`` boundary scores of every word (padded words get a
+            large negative value).
+        word_mask: ``[B, W]`` bool, True for real words.
+        polarity_logits: ``[B, S, n_polarities]`` for the batch's ``spans`` (None without spans).
+        relation_prob: ``[B]`` probability that the image adds to the text (None without a
+            relation module).
+        relation_gate: ``[B]`` the gate applied to the regions (``relation_prob`` when soft, 0/1 when hard).
+        word_states: ``[B, W, d]`` the word states the span heads read (JML's ``H_a``).
+        regions: ``[B, R, d]`` the gated region features (None for text-only models).
+        region_mask: ``[B, R]`` bool, True for real regions.
+    """
+
+    start_logits: Optional[Tensor] = None
+    end_logits: Optional[Tensor] = None
+    word_mask: Optional[Tensor] = None
+    polarity_logits: Optional[Tensor] = None
+    relation_prob: Optional[Tensor] = None
+    relation_gate: Optional[Tensor] = None
+    word_states: Optional[Tensor] = None
+    regions: Optional[Tensor] = None
+    region_mask: Optional[Tensor] = None
+
+    def decode(self, *, top_k: int = 20, max_span_len: int = 10, threshold: Optional[float] = None,
+               max_spans: int = 8) -> list[list[tuple[int, int, float]]]:
+        """Multi-span decoding of every tweet: ``[(start, end, score), ...]`` per row, word indices,
+        ``end`` inclusive (see :func:`mmfuse.models.span_decoding.decode_spans`)."""
+        from mmfuse.models.span_decoding import decode_spans
+
+        if self.start_logits is None or self.end_logits is None or self.word_mask is None:
+            raise ValueError("decode: the output has no start_logits / end_logits / word_mask")
+        start, end, mask = self.start_logits.detach().float().cpu(), self.end_logits.detach().float().cpu(), \
+            self.word_mask.detach().cpu()
+        return [decode_spans(start[i], end[i], mask[i], top_k=top_k, max_span_len=max_span_len,
+                             threshold=threshold, max_spans=max_spans) for i in range(start.shape[0])]
