@@ -144,7 +144,7 @@ def decode(start: torch.Tensor, end: torch.Tensor, n_words: int, top_k: int, max
 def predict_all(model: Any, tokenizer: Any, tweets: Sequence[Tweet], batch_size: int, max_length: int,
                 decoding: dict[str, int]) -> list[list[tuple[int, int, float, int]]]:
     """Per tweet ``[(start, end, score, polarity)]`` of every decoded span (no threshold)."""
-    from mmfuse.models.jml import _pad_spans
+    from mmfuse.models.jml import pad_spans
 
     model.eval()
     out: list[list[tuple[int, int, float, int]]] = []
@@ -156,7 +156,7 @@ def predict_all(model: Any, tokenizer: Any, tweets: Sequence[Tweet], batch_size:
         n_words = batch["word_mask"].sum(1).tolist()
         decoded = [decode(output.start_logits[i], output.end_logits[i], n_words[i], **decoding)
                    for i in range(len(chunk))]
-        spans, span_mask = _pad_spans(decoded, output.start_logits.device)
+        spans, span_mask = pad_spans(decoded, output.start_logits.device)
         polarity = model.sentiment_head(output.word_states, spans, span_mask).argmax(-1)
         out.extend([(s, e, score, int(polarity[i, j])) for j, (s, e, score) in enumerate(tweet)]
                    for i, tweet in enumerate(decoded))

@@ -465,7 +465,7 @@ class JML(nn.Module):
                                      "relation_labels")}
             output = self(stripped)
             decoded = output.decode(**options)
-            spans, span_mask = _pad_spans(decoded, output.start_logits.device)
+            spans, span_mask = pad_spans(decoded, output.start_logits.device)
             logits = self.sentiment_head(output.word_states, spans, span_mask, output.regions, output.region_mask)
         finally:
             self.train(was_training)
@@ -484,7 +484,7 @@ class JML(nn.Module):
         return results
 
 
-def _pad_spans(decoded: list[list[tuple[int, int, float]]], device: torch.device) -> tuple[Tensor, Tensor]:
+def pad_spans(decoded: list[list[tuple[int, int, float]]], device: torch.device) -> tuple[Tensor, Tensor]:
     """``spans [B, S, 2]`` and ``span_mask [B, S]`` from per-tweet span lists (S ≥ 1 so shapes stay valid)."""
     n = max(1, max((len(t) for t in decoded), default=0))
     spans = torch.zeros(len(decoded), n, 2, dtype=torch.long, device=device)
@@ -573,4 +573,4 @@ def jml_presets() -> dict[str, dict[str, Any]]:
     return presets
 
 
-__all__ = ["JML", "AspectPrediction", "GatedRegions", "check_span_batch", "jml_presets", "POLARITIES"]
+__all__ = ["JML", "AspectPrediction", "GatedRegions", "check_span_batch", "jml_presets", "pad_spans", "POLARITIES"]
