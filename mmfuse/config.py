@@ -59,11 +59,20 @@ def save_config(config: Mapping[str, Any], path: str | os.PathLike[str]) -> None
     atomic_write_text(p, text)
 
 
+def _swaps_component(base: Mapping[str, Any], override: Mapping[str, Any]) -> bool:
+    """True when ``override`` names another component than the spec ``base`` it replaces."""
+    return "name" in override and "name" in base and override["name"] != base["name"]
+
+
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``base`` updated by ``overrides``; nested dicts merge, other values replace.
 
     Keys with dots address nested entries: ``{"fusion.mode": "none"}`` equals
     ``{"fusion": {"mode": "none"}}``.
+
+    A component spec replaced by one with a different ``name`` is not merged: the old spec's
+    options belong to the old component, so ``{"fusion": {"name": "film"}}`` swaps the fusion
+    block of a preset instead of mixing its options into the new block's config.
     """
     out = copy.deepcopy(dict(base))
     for key, value in overrides.items():
@@ -82,8 +91,9 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
                 )
             target = node
         last = parts[-1]
-        if isinstance(value, Mapping) and isinstance(target.get(last), dict):
-            target[last] = deep_merge(target[last], value)
+        current = target.get(last)
+        if isinstance(value, Mapping) and isinstance(current, dict) and not _swaps_component(current, value):
+            target[last] = deep_merge(current, value)
         else:
             target[last] = copy.deepcopy(value)
     return out
@@ -258,10 +268,11 @@ def validate_config(
         if key in provided:
             raise ConfigError(f"{prefix}{key}: is set by the enclosing component and cannot be configured here")
         if key not in params and not var_kw:
-            close = difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.6)
+            configurable = sorted(set(params) - set(provided))  # injected arguments are not options
+            close = difflib.get_close_matches(str(key), configurable, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{prefix}{key}: unknown key{hint}; valid keys are {', '.join(sorted(params)) or '(none)'}"
+                f"{prefix}{key}: unknown key{hint}; valid keys are {', '.join(configurable) or '(none)'}"
             )
     for name, param in params.items():
         if name in config:

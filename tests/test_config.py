@@ -152,3 +152,25 @@ def test_validate_config_accepts_optional_and_any():
     validate_config(factory, {"a": None, "b": {"x": 1}, "c": object()}, "f")
     with pytest.raises(ConfigError, match=r"f.b.x: expected int"):
         validate_config(factory, {"b": {"x": "1"}}, "f")
+
+
+def test_deep_merge_swaps_a_component_spec_with_a_different_name():
+    base = {"fusion": {"name": "radm-interaction", "n_layers": 2, "mode": "gated"}, "d_model": 64}
+    # same component: options merge
+    assert deep_merge(base, {"fusion": {"name": "radm-interaction", "n_layers": 4}})["fusion"] == {
+        "name": "radm-interaction", "n_layers": 4, "mode": "gated"}
+    # another component: the old options belong to the old block, so the spec is replaced
+    assert deep_merge(base, {"fusion": {"name": "film", "hidden_dim": 32}}) == {
+        "fusion": {"name": "film", "hidden_dim": 32}, "d_model": 64}
+    # dotted keys address a single option, they never swap the spec
+    assert deep_merge(base, {"fusion.name": "film"})["fusion"] == {"name": "film", "n_layers": 2, "mode": "gated"}
+
+
+def test_unknown_key_error_lists_only_configurable_keys():
+    def block(d_model: int, n_layers: int = 1, dropout: float = 0.1):
+        return d_model
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(block, {"d_modle": 8}, "fusion", provided=("d_model",))
+    # d_model is injected by the parent, so it is neither suggested nor listed
+    assert str(err.value) == "fusion.d_modle: unknown key; valid keys are dropout, n_layers"
