@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from jml_support import TWEETS, make_span_batch
+from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
 from mmfuse.builder import build_component
@@ -19,13 +20,7 @@ from mmfuse.models.outputs import JointSpanOutput
 TINY_REGIONS = {"name": "timm-regions", "model_name": "resnet18", "img_size": 64, "grid_size": 4,
                 "layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16, "output_stride": 16}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

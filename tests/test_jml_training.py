@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from jml_support import TWEETS, make_span_batch
+from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
 from mmfuse.checkpoint import save_pretrained
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _joint_f1(predicted: list[list[tuple[int, int, int]]], gold: list[list[tuple[int, int, int]]]) -> float:

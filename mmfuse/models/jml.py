@@ -50,18 +50,18 @@ from mmfuse.config import ConfigError
 from mmfuse.fusion.residual_attention import Impl, set_attention_impl
 from mmfuse.heads.relation import gate_regions, relation_gate, relation_loss, relation_probability
 from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
-from mmfuse.models.batch import BatchError, check_batch_sizes, get_tensor
+from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
 from mmfuse.models.jml_encoding import ProjectedEncoders
 from mmfuse.models.jml_relation import JMLRelation
 from mmfuse.models.outputs import JointSpanOutput
 from mmfuse.models.protocol import FeatureDims, Features
+from mmfuse.models.radm import BERT_BASE
 
 NAME = "jml"
 Gate = Literal["soft", "hard", "none"]
 #: polarity names by class index (Twitter-2015/2017: label = txt polarity + 1)
 POLARITIES: tuple[str, ...] = ("negative", "neutral", "positive")
 LOSS_NAMES: tuple[str, ...] = ("start", "end", "polarity", "relation")
-_INT_DTYPES = (torch.long, torch.int, torch.int16, torch.int8, torch.uint8)
 
 
 @dataclass
@@ -499,11 +499,7 @@ def pad_spans(decoded: list[list[tuple[int, int, float]]], device: torch.device)
 # ---------------------------------------------------------------------------------------------
 # presets
 # ---------------------------------------------------------------------------------------------
-#: BERT-base (uncased) sizes, random init unless a local folder is given (text_encoder.path)
-BERT_BASE: dict[str, Any] = {
-    "model_type": "bert", "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
-}
+#: a 1-layer 32-wide BERT with the offline WordPiece tokenizer (tiny presets); BERT_BASE comes from radm
 TINY_BERT: dict[str, Any] = {
     "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
     "intermediate_size": 64, "max_position_embeddings": 64,
