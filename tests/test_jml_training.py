@@ -9,6 +9,7 @@ from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
 from mmfuse.checkpoint import save_pretrained
+from mmfuse.models.jml import render_aspects
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,6 +45,8 @@ def test_tiny_model_memorises_tweets_to_joint_f1_one(name):
     predictions = model.predict(batch, threshold=0.0)
     assert [a.term for a in predictions[0]] == ["Chuck Bass", "# MCM"]
     assert [a.polarity_name for a in predictions[0]] == ["positive", "neutral"]
+    assert render_aspects(batch["words"][0], predictions[0]) == \
+        "RT @ ltsChuckBass : [Chuck Bass](positive) is everything [# MCM](neutral)"
 
 
 def _relation_batch(model, n: int = 8) -> dict:

@@ -484,6 +484,20 @@ class JML(nn.Module):
         return results
 
 
+def render_aspects(words: list[str], aspects: list[AspectPrediction]) -> str:
+    """The tweet with each extracted aspect bracketed and tagged, e.g.
+    ``RT @ x : [Chuck Bass](positive) is everything [# MCM](neutral)``."""
+    opening = {a.start: a for a in aspects}
+    closing = {a.end: a for a in aspects}
+    out = []
+    for i, word in enumerate(words):
+        text = f"[{word}" if i in opening else word
+        if i in closing:
+            text += f"]({closing[i].polarity_name})"
+        out.append(text)
+    return " ".join(out)
+
+
 def pad_spans(decoded: list[list[tuple[int, int, float]]], device: torch.device) -> tuple[Tensor, Tensor]:
     """``spans [B, S, 2]`` and ``span_mask [B, S]`` from per-tweet span lists (S ≥ 1 so shapes stay valid)."""
     n = max(1, max((len(t) for t in decoded), default=0))
@@ -569,4 +583,4 @@ def jml_presets() -> dict[str, dict[str, Any]]:
     return presets
 
 
-__all__ = ["JML", "AspectPrediction", "GatedRegions", "check_span_batch", "jml_presets", "pad_spans", "POLARITIES"]
+__all__ = ["JML", "AspectPrediction", "GatedRegions", "check_span_batch", "jml_presets", "pad_spans", "render_aspects", "POLARITIES"]
