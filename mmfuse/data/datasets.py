@@ -18,6 +18,7 @@ from mmfuse.data.msed import build_msed
 from mmfuse.data.mvsa import build_mvsa_json, build_mvsa_multiple, build_mvsa_single
 from mmfuse.data.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_LABEL_NOISE, DEFAULT_SIZES, SyntheticDataset
 from mmfuse.data.trc import build_trc
+from mmfuse.data.twitter import build_twitter2015, build_twitter2017
 
 DatasetBuilder = Callable[..., ClassificationDataset]
 
@@ -52,7 +53,7 @@ def build_synthetic(
     )
 
 
-#: Registered data sets; :func:`register_dataset` adds more (e.g. the Twitter-2015/2017 readers).
+#: Registered data sets; :func:`register_dataset` adds more.
 DATASETS: dict[str, DatasetBuilder] = {
     "synthetic": build_synthetic,
     "mvsa-single": build_mvsa_single,
@@ -60,6 +61,8 @@ DATASETS: dict[str, DatasetBuilder] = {
     "mvsa-json": build_mvsa_json,
     "msed": build_msed,
     "trc": build_trc,
+    "twitter2015": build_twitter2015,
+    "twitter2017": build_twitter2017,
 }
 
 
