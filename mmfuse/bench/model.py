@@ -2,7 +2,9 @@
 
 One step = forward + backward + AdamW update on a fixed random batch (texts of ``max_length``
 tokens with some padding, images at the model's input size, labels for every task). For each
-attention implementation it reports samples per second, milliseconds per step and peak memory:
+attention implementation it reports samples per second and milliseconds per step (from the
+median step time, robust to the noise of a shared machine; min and max are kept too) and
+peak memory:
 
 * CPU (default preset ``radm-tiny``, float32): each implementation runs in a fresh child process
   and the peak is that process's maximum resident set size (RSS, includes the Python runtime);
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +30,8 @@ DEFAULT_PRESETS = {"cpu": "radm-tiny", "cuda": "radm"}
 DEFAULT_BATCH = {"cpu": 16, "cuda": 32}
 DEFAULT_AMP = {"cpu": "none", "cuda": "bf16"}
 IMPLS = ("fused", "reference")
+#: version of the JSON layout written by :func:`run` (bump when fields change)
+SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -49,6 +55,8 @@ class BenchResult:
     available: bool
     samples_per_s: float | None = None
     step_ms: float | None = None
+    step_ms_min: float | None = None
+    step_ms_max: float | None = None
     peak_memory_mb: float | None = None
     memory_kind: str = ""
     final_loss: float | None = None
@@ -135,24 +143,29 @@ def measure(config: BenchConfig) -> BenchResult:
         optimizer.step()
         return loss.detach()
 
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for _ in range(config.warmup):
         step()
+    synchronize()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(config.steps):
+        start = time.perf_counter()
         loss = step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
+        synchronize()
+        times.append(time.perf_counter() - start)
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
-    return BenchResult(config, available=True, samples_per_s=config.batch_size * config.steps / elapsed,
-                       step_ms=1000 * elapsed / config.steps, peak_memory_mb=peak, memory_kind=kind,
-                       final_loss=float(loss))
+    median = statistics.median(times)
+    return BenchResult(config, available=True, samples_per_s=config.batch_size / median, step_ms=1000 * median,
+                       step_ms_min=1000 * min(times), step_ms_max=1000 * max(times), peak_memory_mb=peak,
+                       memory_kind=kind, final_loss=float(loss))
 
 
 def _measure_in_child(config: BenchConfig) -> BenchResult:
@@ -175,9 +188,11 @@ def _configs(args: argparse.Namespace) -> list[BenchConfig]:
         raise ValueError("--device cuda: no CUDA device is available")
     else:
         devices = [args.device]
-    for name in ("steps", "batch_size"):
+    for name in ("steps", "batch_size", "text_length", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive int, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup: expected an int >= 0, got {args.warmup}")
     overrides = parse_set_overrides(args.set)
     return [
         BenchConfig(
@@ -201,14 +216,16 @@ def _configs(args: argparse.Namespace) -> list[BenchConfig]:
 def _environment() -> dict[str, Any]:
     import torch
 
-    from mmfuse.ops import extension_available
+    from mmfuse.ops import extension_available, fused_kernel_available
 
     env = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
         "torch_default_threads": torch.get_num_threads(),
         "extension": extension_available(),
+        "fused_kernels": {device: fused_kernel_available(device) for device in ("cpu", "cuda")},
     }
     if torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name()
@@ -221,21 +238,23 @@ def _print_table(results: list[BenchResult]) -> None:
 
     reference = {(r.config.device, r.config.preset): r for r in results if r.config.impl == "reference" and r.available}
     table = Table(title="RADM train step (forward + backward + AdamW)")
-    for column in ("device", "preset", "impl", "amp", "batch", "samples/s", "ms/step", "peak MB", "speed-up vs ref"):
+    columns = ("device", "preset", "impl", "amp", "batch", "samples/s", "ms/step", "min–max ms", "peak MB",
+               "speed-up vs ref")
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("device", "preset", "impl", "amp") else "left")
     for r in results:
         c = r.config
         if not r.available:
-            table.add_row(c.device, c.preset, c.impl, c.amp, str(c.batch_size), "—", "—", "—", r.note)
+            table.add_row(c.device, c.preset, c.impl, c.amp, str(c.batch_size), "—", "—", "—", "—", r.note)
             continue
         ref = reference.get((c.device, c.preset))
         speedup = f"{r.samples_per_s / ref.samples_per_s:.2f}×" if ref and ref.samples_per_s else "—"
         table.add_row(c.device, c.preset, c.impl, c.amp, str(c.batch_size), f"{r.samples_per_s:.1f}",
-                      f"{r.step_ms:.1f}", f"{r.peak_memory_mb:.0f}", speedup)
+                      f"{r.step_ms:.1f}", f"{r.step_ms_min:.0f}–{r.step_ms_max:.0f}", f"{r.peak_memory_mb:.0f}",
+                      speedup)
     Console(width=140).print(table)
     kinds = sorted({r.memory_kind for r in results if r.available})
-    if kinds:
-        print("peak memory: " + "; ".join(kinds))
+    print("ms/step: median of the timed steps" + ("; peak memory: " + "; ".join(kinds) if kinds else ""))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
         results.append(_measure_in_child(config) if in_child else measure(config))
     _print_table(results)
     if args.json is not None:
-        payload = {"benchmark": "model", "environment": _environment(),
+        payload = {"benchmark": "model", "schema_version": SCHEMA_VERSION,
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": _environment(),
                    "results": [asdict(r) for r in results]}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -258,4 +278,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="model_bench", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:  # bad option values, an unavailable device
+        parser.error(str(exc))

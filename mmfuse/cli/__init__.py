@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 #: subcommand modules, in the order ``mmfuse --help`` lists them
-COMMANDS: tuple[str, ...] = ("list", "viz")
+COMMANDS: tuple[str, ...] = ("list", "train", "eval", "predict", "viz")
 
 
 def build_parser() -> argparse.ArgumentParser:

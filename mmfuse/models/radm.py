@@ -9,7 +9,8 @@ Pipeline (each part a registered component, replaceable by config)::
         ─► heads (classification: one classifier per task) ─► Σ_task weight · cross-entropy
 
 The model implements the :class:`~mmfuse.models.protocol.SupportsFusion` protocol
-(``encode_text``, ``encode_image``, ``fuse``), so the ITC / ITM auxiliary losses attach to it,
+(``encode_text``, ``encode_image``, ``fuse``) and declares its ``feature_dims``, so the ITC / ITM
+auxiliary losses attach to it (``aux_losses`` in the config),
 and ``forward(batch, return_attentions=True)`` returns the score maps of every attention.
 Presets (``radm``, ``radm-tiny`` and the ablations) are at the end of this module.
 """
@@ -35,7 +36,7 @@ from mmfuse.models.batch import (
     check_text_inputs,
 )
 from mmfuse.models.outputs import ClassificationOutput
-from mmfuse.models.protocol import Features
+from mmfuse.models.protocol import FeatureDims, Features
 
 TEXT_ENCODER_ATTRIBUTES = ("out_dim", "max_length", "vocab_size", "tokenizer")
 IMAGE_ENCODER_ATTRIBUTES = ("out_dim", "image_size", "grid_size", "num_prefix_tokens", "data_config")
@@ -104,6 +105,8 @@ class RADM(nn.Module):
         if unknown:
             raise ConfigError(f"task_weights: unknown tasks {unknown}; the heads' tasks are {sorted(self.heads.tasks)}")
         self.task_weights: dict[str, float] = {task: float(weights.get(task, 1.0)) for task in self.heads.tasks}
+        #: widths of encode_text / encode_image pooled vectors and of fuse (sizes ITC / ITM heads)
+        self.feature_dims = FeatureDims(text=d_model, image=d_model, fused=2 * d_model)
 
     # -- inputs --------------------------------------------------------------------------
     def get_processor(self, train: bool = False):

@@ -1,0 +1,103 @@
+"""Option helpers shared by ``mmfuse train``, ``eval`` and ``predict`` (not a command itself)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from mmfuse.config import ConfigError, parse_set_overrides
+from mmfuse.utils.io import atomic_write_text
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items (values read as JSON, else YAML) → dict; errors name ``flag``."""
+    try:
+        return parse_set_overrides(items)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("--set", flag, 1)) from None
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, *, split_default: str | None, split_help: str) -> None:
+    from mmfuse.data import list_datasets
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", metavar="NAME",
+                       help=f"registered data set: {', '.join(list_datasets())}")
+    group.add_argument("--data-dir", metavar="DIR", help="the data set's folder (not for 'synthetic')")
+    group.add_argument("--data-opt", metavar="KEY=VALUE", action="append", default=None,
+                       help="data-set builder option, repeatable (e.g. train_size=600, on_bad_image=skip, "
+                            "tasks='[sentiment, match]'); see docs/data.md")
+    group.add_argument("--split", default=split_default, help=split_help)
+
+
+def _optional_inner(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _nullable(convert: Any) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null") else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` option per dataclass field, typed from its annotation, help from its metadata.
+
+    Defaults are ``argparse.SUPPRESS``, so only options given on the command line appear in the
+    namespace (they then override a config file); the help shows the dataclass default.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp, optional = _optional_inner(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help", "")
+        if "default" not in text:
+            text += f" (default: {f.default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        if tp is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if typing.get_origin(tp) is Literal:
+            kwargs["choices"] = list(typing.get_args(tp))
+        else:
+            convert = {int: int, float: float, str: str}[tp]
+            kwargs["type"] = _nullable(convert) if optional else convert
+            metavar = "DIR" if f.name.endswith("_dir") else {int: "N", float: "X", str: "TEXT"}[tp]
+            kwargs["metavar"] = metavar + ("|none" if optional else "")
+        group.add_argument(flag, **kwargs)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+    sys.stdout.flush()
+
+
+def write_json(value: Any, path: str | Path) -> None:
+    atomic_write_text(Path(path), json.dumps(value, indent=2) + "\n")
+
+
+def dataset_from_info(info: Mapping[str, Any], args: argparse.Namespace, command: str) -> tuple[str, str | None, dict[str, Any]]:
+    """(name, data_dir, options) from the command line, falling back to the data set recorded in ``task.json``."""
+    recorded = info.get("dataset") or {}
+    name = args.dataset or recorded.get("name")
+    if not name:
+        raise ConfigError(f"{command}: --dataset: required (the checkpoint does not record its data set)")
+    same = name == recorded.get("name")
+    data_dir = args.data_dir if args.data_dir is not None else (recorded.get("data_dir") if same else None)
+    options = {**(recorded.get("options") or {} if same else {}), **parse_key_values(args.data_opt, "--data-opt")}
+    return name, data_dir, options

@@ -1,0 +1,124 @@
+"""Using a trained model folder: load it with its task, read prediction inputs, evaluate, predict.
+
+A *trained model folder* is ``<output_dir>/model`` or any ``checkpoints/checkpoint-<step>``:
+``model.safetensors`` + ``config.json`` (:func:`mmfuse.checkpoint.save_pretrained`) and
+``task.json`` (task name, label schema, the data set it was trained on). ``mmfuse eval`` and
+``mmfuse predict`` are thin wrappers around :func:`load_trained` and :func:`JsonlInputs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from mmfuse.checkpoint import CONFIG_NAME, load_pretrained
+from mmfuse.data.base import OnBadImage, SkippedItem, check_on_bad_image
+from mmfuse.data.images import BadImageError, check_image, load_image
+from mmfuse.train.checkpointing import TASK_NAME
+from mmfuse.train.tasks import LabelSchema, TrainTask, get_task
+from mmfuse.train.trainer import MODEL_DIR
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A loaded model folder: the model, its task and label schema, and ``task.json`` as read."""
+
+    model: nn.Module
+    task: TrainTask
+    label_schema: LabelSchema
+    info: dict[str, Any]
+    path: Path
+
+
+def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself if it holds a model, else ``path/model`` (a training ``output_dir``)."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / MODEL_DIR / CONFIG_NAME).is_file():
+        return path / MODEL_DIR
+    raise FileNotFoundError(
+        f"checkpoint {str(path)!r}: neither it nor {str(path / MODEL_DIR)!r} holds a trained model "
+        f"({CONFIG_NAME} + model.safetensors + {TASK_NAME})"
+    )
+
+
+def load_trained(path: str | os.PathLike[str], map_location: str = "cpu") -> TrainedModel:
+    """Load a trained model folder (or a training output_dir) with its task and label schema."""
+    directory = resolve_model_dir(path)
+    task_file = directory / TASK_NAME
+    if not task_file.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {str(directory)!r}: no {TASK_NAME} (written by the trainer); a bare save_pretrained "
+            "folder has no label names — evaluate it from Python with Trainer(..., label_schema=...)"
+        )
+    info = json.loads(task_file.read_text(encoding="utf-8"))
+    model = load_pretrained(directory, map_location=map_location)
+    return TrainedModel(model, get_task(info.get("task", "classification")), info["labels"], info, directory)
+
+
+class JsonlInputs(Dataset):
+    """Prediction inputs from a JSON-lines file: one ``{"text": str, "image": path}`` per line.
+
+    ``image`` paths are relative to the file's folder (absolute paths work too); ``"id"`` is
+    optional (default: the 1-based line number). Bad images follow the data sets' policy:
+    ``"error"`` raises :class:`~mmfuse.data.BadImageError` naming the file and line when the image
+    is read, ``"skip"`` checks every image up front and leaves bad lines out with one warning
+    (they are listed in :attr:`skipped`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], on_bad_image: OnBadImage = "error") -> None:
+        self.path = Path(path)
+        self.on_bad_image = check_on_bad_image(on_bad_image)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"inputs: {str(self.path)!r} does not exist")
+        self.items: list[tuple[str, str, Path]] = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{self.path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected an object {{\"text\": ..., \"image\": ...}}, got {type(row).__name__}")
+            for key in ("text", "image"):
+                if not isinstance(row.get(key), str):
+                    raise ValueError(f"{where}: {key!r} must be a string, got {row.get(key)!r}")
+            image = Path(row["image"])
+            self.items.append((str(row.get("id", number)), row["text"], image if image.is_absolute() else self.path.parent / image))
+        if not self.items:
+            raise ValueError(f"inputs: {str(self.path)!r} has no input lines")
+        self.skipped: list[SkippedItem] = []
+        if self.on_bad_image == "skip":
+            kept = []
+            for item in self.items:
+                reason = check_image(item[2])
+                if reason is None:
+                    kept.append(item)
+                else:
+                    self.skipped.append(SkippedItem(item[0], item[2], reason))
+            self.items = kept
+            if self.skipped:
+                warnings.warn(f"inputs: skipping {len(self.skipped)} line(s) with missing or corrupt images: "
+                              + "; ".join(f"{s.path} ({s.reason})" for s in self.skipped[:3]), stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item_id, text, image_path = self.items[index]
+        try:
+            image = load_image(image_path)
+        except BadImageError as exc:
+            raise BadImageError(exc.path, f"{exc.reason} (input {item_id!r} of {self.path}; "
+                                "pass on_bad_image='skip' to leave such lines out)") from None
+        return {"id": item_id, "text": text, "image": image}
