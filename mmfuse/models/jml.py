@@ -53,7 +53,7 @@ from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
 from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
 from mmfuse.models.jml_encoding import ProjectedEncoders
 from mmfuse.models.jml_relation import JMLRelation
-from mmfuse.models.outputs import JointSpanOutput
+from mmfuse.models.outputs import AspectPrediction, JointSpanOutput
 from mmfuse.models.protocol import FeatureDims, Features
 from mmfuse.models.radm import BERT_BASE
 
@@ -62,6 +62,8 @@ Gate = Literal["soft", "hard", "none"]
 #: polarity names by class index (Twitter-2015/2017: label = txt polarity + 1)
 POLARITIES: tuple[str, ...] = ("negative", "neutral", "positive")
 LOSS_NAMES: tuple[str, ...] = ("start", "end", "polarity", "relation")
+#: batch keys that carry labels (dropped by :meth:`JML.predict`)
+LABEL_KEYS: tuple[str, ...] = ("spans", "span_mask", "start_labels", "end_labels", "span_polarity", "relation_labels")
 
 
 @dataclass
@@ -194,23 +196,6 @@ class GatedRegions:
     relation_logits: Tensor | None = None
 
 
-@dataclass
-class AspectPrediction:
-    """One extracted aspect of a tweet (word indices; ``end`` inclusive)."""
-
-    start: int
-    end: int
-    polarity: int
-    polarity_name: str
-    score: float
-    probability: float
-    term: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "term": self.term, "polarity": self.polarity_name,
-                "polarity_index": self.polarity, "probability": self.probability, "score": self.score}
-
-
 class JML(nn.Module):
     """The JML joint aspect-term extraction + aspect sentiment model.
 
@@ -234,8 +219,10 @@ class JML(nn.Module):
         extraction_head / sentiment_head: head specs (``d_model``, ``cross_modal`` injected).
         loss_weights: weights of the named losses (``start``, ``end``, ``polarity``, ``relation``);
             default 1 each (eq 22 sums them unweighted).
-        decode_top_k, decode_max_span_len, decode_threshold, decode_max_spans: default options of
-            the multi-span decoding in :meth:`predict` (see :func:`mmfuse.models.span_decoding.decode_spans`).
+        decode_top_k, decode_max_span_len, decode_threshold, decode_max_spans, decode_length_penalty:
+            default options of the multi-span decoding (:func:`mmfuse.models.span_decoding.decode_spans`);
+            ``decode_length_penalty=1`` is Hu et al.'s heuristic ranking (start + end − length), which keeps
+            a span over two adjacent aspects from swallowing both.
         impl: attention implementation of every attention (``"auto"``, ``"fused"``, ``"reference"``).
     """
 
@@ -258,6 +245,7 @@ class JML(nn.Module):
         decode_max_span_len: int = 10,
         decode_threshold: float | None = None,
         decode_max_spans: int = 8,
+        decode_length_penalty: float = 1.0,
         impl: Impl = "auto",
     ) -> None:
         super().__init__()
@@ -285,7 +273,8 @@ class JML(nn.Module):
         self.d_model, self.n_polarities, self.gate = d_model, n_polarities, gate
         self.loss_weights: dict[str, float] = {name: float(weights.get(name, 1.0)) for name in LOSS_NAMES}
         self.decode_options: dict[str, Any] = {"top_k": decode_top_k, "max_span_len": decode_max_span_len,
-                                               "threshold": decode_threshold, "max_spans": decode_max_spans}
+                                               "threshold": decode_threshold, "max_spans": decode_max_spans,
+                                               "length_penalty": decode_length_penalty}
         self.polarity_names: tuple[str, ...] = POLARITIES if n_polarities == 3 else tuple(map(str, range(n_polarities)))
 
         self.encoders = ProjectedEncoders(text_encoder, image_encoder, d_model, dropout, model=NAME)
@@ -393,12 +382,14 @@ class JML(nn.Module):
             gate = gate * image_mask.to(gate.dtype)  # a placeholder image adds nothing
         return GatedRegions(image, gate_regions(image.tokens, gate), probability, gate, relation_logits)  # eq 8
 
-    def forward(self, batch: Mapping[str, Any]) -> JointSpanOutput:
+    def forward(self, batch: Mapping[str, Any], decode: bool | None = None) -> JointSpanOutput:
         """Start / end logits of every word and, when the batch has ``spans``, their polarity logits.
 
         With the training labels (``start_labels``, ``end_labels``, ``span_polarity``) the output
         has ``losses`` ``start``, ``end``, ``polarity`` (and ``relation`` when ``relation_labels``
-        ``[B]`` is given) and ``loss`` = their weighted sum (eq 22).
+        ``[B]`` is given) and ``loss`` = their weighted sum (eq 22). With ``decode`` (default: in
+        eval mode) ``output.predictions`` holds the decoded aspects and their polarities
+        (:meth:`predict_from`, with the model's ``decode_*`` options).
         """
         ids, mask, types = self.encoders.text_inputs(batch)
         span_batch = check_span_batch(batch, mask, self.n_polarities)
@@ -430,6 +421,8 @@ class JML(nn.Module):
         if losses:
             output.losses = losses
             output.loss = sum(self.loss_weights[name] * value for name, value in losses.items())
+        if (not self.training) if decode is None else decode:
+            output.predictions = self.predict_from(output, batch.get("words"))
         return output
 
     def _relation_loss(self, labels: Any, logits: Tensor | None, batch_size: int) -> Tensor:
@@ -445,32 +438,20 @@ class JML(nn.Module):
         return relation_loss(logits, labels)
 
     # -- prediction ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, batch: Mapping[str, Any], **decode_options: Any) -> list[list[AspectPrediction]]:
-        """Extract aspects and their polarities for every tweet of ``batch`` (no labels needed).
-
-        Spans are decoded from the start / end logits with the model's ``decode_*`` options
-        (overridable here: ``top_k``, ``max_span_len``, ``threshold``, ``max_spans``), then the
-        sentiment head classifies the decoded spans. ``batch["words"]`` (optional) fills ``term``.
-        """
+    def predict_from(self, output: JointSpanOutput, words: list[list[str]] | None = None,
+                     **decode_options: Any) -> list[list[AspectPrediction]]:
+        """Decode spans from ``output``'s start / end logits (Hu et al. 2019, options as the model's
+        ``decode_*``, overridable: ``top_k``, ``max_span_len``, ``threshold``, ``max_spans``,
+        ``length_penalty``) and
+        classify them with the sentiment head on ``output``'s word states and gated regions."""
         unknown = sorted(set(decode_options) - set(self.decode_options))
         if unknown:
             raise TypeError(f"predict: unknown decoding options {unknown}; known: {sorted(self.decode_options)}")
-        options = {**self.decode_options, **decode_options}
-        was_training = self.training
-        self.eval()
-        try:
-            stripped = {k: v for k, v in batch.items()
-                        if k not in ("spans", "span_mask", "start_labels", "end_labels", "span_polarity",
-                                     "relation_labels")}
-            output = self(stripped)
-            decoded = output.decode(**options)
-            spans, span_mask = pad_spans(decoded, output.start_logits.device)
+        decoded = output.decode(**{**self.decode_options, **decode_options})
+        spans, span_mask = pad_spans(decoded, output.start_logits.device)
+        with torch.no_grad():
             logits = self.sentiment_head(output.word_states, spans, span_mask, output.regions, output.region_mask)
-        finally:
-            self.train(was_training)
         probabilities = logits.float().softmax(dim=-1)
-        words = batch.get("words")
         results: list[list[AspectPrediction]] = []
         for i, tweet in enumerate(decoded):
             found = []
@@ -482,6 +463,19 @@ class JML(nn.Module):
                                               probability=float(p), term=term))
             results.append(found)
         return results
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, Any], **decode_options: Any) -> list[list[AspectPrediction]]:
+        """Extract aspects and their polarities for every tweet of ``batch`` (labels are ignored);
+        decoding options as in :meth:`predict_from`. ``batch["words"]`` (optional) fills ``term``."""
+        was_training = self.training
+        self.eval()
+        try:
+            unlabelled = {k: v for k, v in batch.items() if k not in LABEL_KEYS}
+            output = self(unlabelled, decode=False)
+            return self.predict_from(output, batch.get("words"), **decode_options)
+        finally:
+            self.train(was_training)
 
 
 def render_aspects(words: list[str], aspects: list[AspectPrediction]) -> str:
