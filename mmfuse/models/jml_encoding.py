@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from mmfuse.builder import ComponentSpec, build_component
 from mmfuse.config import ConfigError
+from mmfuse.data.processing import MultimodalProcessor, build_image_transform
 from mmfuse.fusion.pooling import masked_mean
 from mmfuse.models.batch import check_image_mask, check_mapping, check_pixel_values, check_text_inputs
 from mmfuse.models.protocol import Features
@@ -94,15 +95,24 @@ class ProjectedEncoders(nn.Module):
     def get_processor(self, train: bool = False):
         """A :class:`~mmfuse.data.processing.MultimodalProcessor` with the text encoder's tokenizer and,
         with an image branch, the image encoder's timm transform (else images are refused)."""
-        from mmfuse.data.processing import MultimodalProcessor, build_image_transform
-
-        if self.image_encoder is not None:
-            transform = build_image_transform(self.image_encoder.data_config, train=train,
-                                              train_options=getattr(self.image_encoder, "train_transform", None))
-        else:
-            transform = _no_images
+        if self.image_encoder is None:
+            return TextOnlyProcessor(self.text_encoder.tokenizer, self.text_encoder.max_length)
+        transform = build_image_transform(self.image_encoder.data_config, train=train,
+                                          train_options=getattr(self.image_encoder, "train_transform", None))
         return MultimodalProcessor(self.text_encoder.tokenizer, transform, self.text_encoder.max_length)
 
 
 def _no_images(image: Any) -> Tensor:
     raise TypeError("this model is text-only (no image encoder); call its processor with texts only")
+
+
+class TextOnlyProcessor(MultimodalProcessor):
+    """The processor of a model without an image branch: ``image_transform`` is None (collators then
+    leave ``pixel_values`` out) and images are refused with a clear error."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        super().__init__(tokenizer, _no_images, max_length)
+        self.image_transform = None  # type: ignore[assignment]
+
+    def transform_images(self, images: Any) -> Tensor:
+        return _no_images(images)
