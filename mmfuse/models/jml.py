@@ -548,7 +548,7 @@ JML_TINY: dict[str, Any] = {
     "relation": _relation_options(RELATION_TINY), "gate": "soft", "d_model": 32, "n_heads": 2, "dropout": 0.0,
 }
 _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "hard": ("with the hard relation gate (1[p_r ≥ 0.5], straight-through)", {"gate": "hard"}),
+    "hard": ("with the hard relation gate (G = 1 if p_r ≥ 0.5 else 0, straight-through gradient)", {"gate": "hard"}),
     "text": ("text-only joint baseline (no image branch, no relation module)",
              {"image_encoder": None, "relation": None, "gate": "none"}),
     "norel": ("without relation detection (ungated regions)", {"relation": None, "gate": "none"}),
