@@ -13,10 +13,12 @@ from mmfuse.registry import hookimpl
 
 @hookimpl
 def mmfuse_encoders() -> dict[str, Callable[..., Any]]:
+    from mmfuse.encoders.regions import TimmRegionEncoder
     from mmfuse.encoders.text import HFTextEncoder
     from mmfuse.encoders.vit import TimmViTEncoder
 
     return {
         "hf-text": HFTextEncoder,
         "timm-vit": TimmViTEncoder,
+        "timm-regions": TimmRegionEncoder,
     }

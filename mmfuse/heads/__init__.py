@@ -14,7 +14,12 @@ from mmfuse.registry import hookimpl
 @hookimpl
 def mmfuse_heads() -> dict[str, Callable[..., Any]]:
     from mmfuse.heads.classification import ClassificationHeads
+    from mmfuse.heads.relation import RelationHead
+    from mmfuse.heads.span import AspectExtractionHead, AspectSentimentHead
 
     return {
         "classification": ClassificationHeads,
+        "jml-relation": RelationHead,
+        "jml-aspect-extraction": AspectExtractionHead,
+        "jml-aspect-sentiment": AspectSentimentHead,
     }

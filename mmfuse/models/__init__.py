@@ -13,17 +13,23 @@ from mmfuse.registry import hookimpl
 
 @hookimpl
 def mmfuse_models() -> dict[str, Callable[..., Any]]:
+    from mmfuse.models.jml import JML
+    from mmfuse.models.jml_relation import JMLRelation
     from mmfuse.models.radm import RADM
 
     return {
         "radm": RADM,
+        "jml": JML,
+        "jml-relation": JMLRelation,
     }
 
 
 @hookimpl
 def mmfuse_presets() -> dict[str, Any]:
+    from mmfuse.models.jml import jml_presets
     from mmfuse.models.radm import radm_presets
 
     return {
         **radm_presets(),
+        **jml_presets(),
     }

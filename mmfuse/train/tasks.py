@@ -162,7 +162,7 @@ CLASSIFICATION = TrainTask(
 # registry
 # ---------------------------------------------------------------------------------------------
 #: task name → TrainTask, or "module:attribute" of one (imported on first use)
-TASKS: dict[str, TrainTask | str] = {"classification": CLASSIFICATION}
+TASKS: dict[str, TrainTask | str] = {"classification": CLASSIFICATION, "jmasa": "mmfuse.models.jml_task:JMASA"}
 
 
 def register_task(task: TrainTask | str, name: str | None = None, *, replace: bool = False) -> None:

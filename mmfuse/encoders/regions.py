@@ -1,0 +1,163 @@
+"""``timm-regions``: a grid of image region features from a timm ResNet (JML's visual input).
+
+JML (section 3, "image region embeddings are obtained by pre-processing via ResNet") reads an
+image as the last ResNet stage's spatial map: a 224×224 image through ResNet-50 (stride 32)
+gives a 7×7 map of 2048-channel vectors, i.e. **49 region features**. Each region is a token; the
+model projects them to its width ``d_model`` (as it does with the text tokens).
+
+The map is average-pooled to ``grid_size × grid_size`` (a no-op at the default sizes), so other
+input sizes, strides or backbones still give a fixed number of regions. Size keywords of timm's
+``ResNet`` (``layers``, ``channels``, ``stem_width``, ``output_stride``) make small variants,
+e.g. the 64×64 ResNet with 16…128 channels and a 4×4 grid of ``jml-tiny``.
+
+Weights are random unless ``checkpoint_path`` names a local file of that architecture
+(``.pth`` / ``.safetensors``), loaded with ``timm.models.load_checkpoint`` without its classifier
+(``fc``). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmfuse.config import ConfigError
+from mmfuse.encoders.vit import _check_transform_options, _checkpoint_filter
+from mmfuse.models.protocol import Features
+
+NAME = "timm-regions"
+
+
+def _checked_resnet_name(model_name: str) -> str:
+    import timm
+
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models("*resnet*"), n=3, cutoff=0.6)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise ConfigError(f"{NAME} model_name: {model_name!r} is not a timm model.{hint}")
+    return model_name
+
+
+class TimmRegionEncoder(nn.Module):
+    """Region-grid encoder wrapping a timm ResNet (any timm CNN with ``forward_features``).
+
+    Args:
+        model_name: a timm model name, ``"resnet50"`` by default (2048 channels).
+        checkpoint_path: local weights file for that architecture (random init when None).
+        img_size: side of the square input image (224: a 7×7 map from a stride-32 ResNet).
+        grid_size: side of the region grid; the last feature map is adaptively average-pooled
+            to ``grid_size × grid_size`` regions (49 by default).
+        layers, channels, stem_width, output_stride: timm ``ResNet`` keywords for smaller or
+            differently shaped variants (None keeps the named model's value).
+        drop_path_rate: stochastic depth inside the backbone.
+        crop_pct: centre-crop fraction of the evaluation transform (1.0 = resize only);
+            None keeps the model's default.
+        train_transform: extra ``timm.data.create_transform`` arguments for training.
+        freeze: keep the backbone's weights fixed (no gradients; BatchNorm statistics frozen
+            because the backbone stays in eval mode even in ``train()``).
+
+    ``forward(pixel_values [B, 3, img_size, img_size])`` returns ``Features(tokens [B, R, out_dim],
+    mask [B, R] all True, pooled [B, out_dim])`` with ``R = grid_size²`` regions in row-major
+    order and ``pooled`` their mean.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "resnet50",
+        checkpoint_path: str | None = None,
+        img_size: int = 224,
+        grid_size: int = 7,
+        layers: list[int] | None = None,
+        channels: list[int] | None = None,
+        stem_width: int | None = None,
+        output_stride: int | None = None,
+        drop_path_rate: float = 0.0,
+        crop_pct: float | None = None,
+        train_transform: dict[str, Any] | None = None,
+        freeze: bool = False,
+    ) -> None:
+        super().__init__()
+        import timm
+        from timm.data import resolve_data_config
+        from timm.models import load_checkpoint
+
+        if img_size < 8:
+            raise ConfigError(f"{NAME} img_size: expected an int >= 8, got {img_size}")
+        if grid_size < 1:
+            raise ConfigError(f"{NAME} grid_size: expected a positive int, got {grid_size}")
+        sizes = {"layers": tuple(layers) if layers is not None else None,
+                 "channels": tuple(channels) if channels is not None else None,
+                 "stem_width": stem_width, "output_stride": output_stride}
+        kwargs = {k: v for k, v in sizes.items() if v is not None}
+        _checked_resnet_name(model_name)
+        try:
+            self.model = timm.create_model(model_name, pretrained=False, num_classes=0, global_pool="",
+                                           drop_path_rate=drop_path_rate, **kwargs)
+        except (TypeError, AssertionError, ValueError) as exc:
+            raise ConfigError(f"{NAME}: cannot build {model_name!r} with {kwargs}: {exc}") from exc
+        if not callable(getattr(self.model, "forward_features", None)) or not hasattr(self.model, "num_features"):
+            raise ConfigError(f"{NAME} model_name: {model_name!r} has no forward_features / num_features")
+        if checkpoint_path is not None:
+            file = Path(checkpoint_path).expanduser()
+            if not file.is_file():
+                raise ConfigError(f"{NAME} checkpoint_path: {checkpoint_path!r} is not a file (mmfuse never downloads)")
+            try:
+                load_checkpoint(self.model, str(file), strict=True, filter_fn=_checkpoint_filter(self.model))
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"{NAME} checkpoint_path: {checkpoint_path!r} does not fit {model_name!r} with {kwargs}: {exc}"
+                ) from exc
+        with torch.no_grad():  # the map size of this backbone at img_size (a CNN has no fixed input size)
+            was_training = self.model.training
+            self.model.eval()
+            feature_map = self.model.forward_features(torch.zeros(1, 3, img_size, img_size))
+            self.model.train(was_training)
+        if feature_map.dim() != 4:
+            raise ConfigError(f"{NAME} model_name: {model_name!r} does not produce a spatial feature map "
+                              f"(got shape {tuple(feature_map.shape)}); use a CNN such as a ResNet")
+        map_h, map_w = int(feature_map.shape[2]), int(feature_map.shape[3])
+        if grid_size > min(map_h, map_w):
+            raise ConfigError(f"{NAME} grid_size: {grid_size} is larger than the {map_h}×{map_w} feature map of "
+                              f"{model_name!r} at img_size={img_size}; use grid_size <= {min(map_h, map_w)}")
+        self.feature_map_size: tuple[int, int] = (map_h, map_w)
+        self.out_dim: int = int(self.model.num_features)
+        self.image_size: tuple[int, int] = (img_size, img_size)
+        self.grid_size: tuple[int, int] = (grid_size, grid_size)
+        self.num_regions: int = grid_size * grid_size
+        self.num_prefix_tokens: int = 0
+        overrides: dict[str, Any] = {"input_size": (3, img_size, img_size)}
+        if crop_pct is not None:
+            if not 0.0 < crop_pct <= 1.0:
+                raise ConfigError(f"{NAME} crop_pct: expected a fraction in (0, 1], got {crop_pct}")
+            overrides["crop_pct"] = crop_pct
+        self.data_config: dict[str, Any] = resolve_data_config(overrides, model=self.model)
+        self.train_transform: dict[str, Any] = _check_transform_options(train_transform or {})
+        self.frozen = freeze
+        if freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> "TimmRegionEncoder":
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    def forward(self, pixel_values: Tensor) -> Features:
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, *self.image_size):
+            raise ValueError(f"{NAME}: pixel_values must be [B, 3, {self.image_size[0]}, {self.image_size[1]}], "
+                             f"got {tuple(pixel_values.shape)}")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            feature_map = self.model.forward_features(pixel_values)  # [B, C, h, w]
+        if tuple(feature_map.shape[2:]) != self.grid_size:
+            feature_map = F.adaptive_avg_pool2d(feature_map, self.grid_size)
+        regions = feature_map.flatten(2).transpose(1, 2)  # [B, R, C], row-major over the grid
+        mask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
+        return Features(tokens=regions, mask=mask, pooled=regions.mean(dim=1))
+
+    def extra_repr(self) -> str:
+        return f"image_size={self.image_size}, grid_size={self.grid_size}, out_dim={self.out_dim}"

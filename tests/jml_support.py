@@ -1,0 +1,30 @@
+"""Test helpers for JML: a handful of tweets and their batches (made by the JointSpanCollator)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from mmfuse.data.twitter import JointSpanCollator
+
+#: (words, [(start, end inclusive, polarity)]) — a few tweets with multi-word, adjacent and mixed aspects
+TWEETS: list[tuple[list[str], list[tuple[int, int, int]]]] = [
+    ("RT @ ltsChuckBass : Chuck Bass is everything # MCM".split(), [(4, 5, 2), (8, 9, 1)]),
+    ("Millions For Trayvon September 7 - Shut Down New York City".split(), [(0, 2, 1), (8, 10, 0)]),
+    ("LeBron James and Johnny Football Browns fans".split(), [(0, 1, 1), (3, 3, 1), (4, 5, 2)]),
+    ("Great night with Obama in Chicago".split(), [(3, 3, 2), (5, 5, 1)]),
+    ("Apple stock falls after weak iPhone sales".split(), [(0, 0, 0), (6, 6, 0)]),
+    ("Watching Arsenal tonight".split(), [(1, 1, 1)]),
+]
+
+
+def make_span_batch(tokenizer: Any, tweets: Sequence[tuple[list[str], list[tuple[int, int, int]]]],
+                    image_size: int | None = None, labels: bool = True, seed: int = 0) -> dict[str, Any]:
+    """A JML batch for ``tweets`` (and random ``pixel_values`` of ``image_size`` when given)."""
+    samples = [{"words": list(words), **({"aspects": list(aspects)} if labels else {})} for words, aspects in tweets]
+    batch = JointSpanCollator(tokenizer, max_length=64)(samples)
+    if image_size is not None:
+        generator = torch.Generator().manual_seed(seed)
+        batch["pixel_values"] = torch.randn(len(tweets), 3, image_size, image_size, generator=generator)
+    return batch
