@@ -17,7 +17,6 @@ Weights are random unless ``checkpoint_path`` names a local file of that archite
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfuse.config import ConfigError
-from mmfuse.encoders.vit import _check_transform_options, _checkpoint_filter
+from mmfuse.encoders.vit import _check_transform_options, _checkpoint_filter, checked_timm_name
 from mmfuse.models.protocol import Features
 
 NAME = "timm-regions"
-
-
-def _checked_resnet_name(model_name: str) -> str:
-    import timm
-
-    if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models("*resnet*"), n=3, cutoff=0.6)
-        hint = f" Close matches: {', '.join(close)}." if close else ""
-        raise ConfigError(f"{NAME} model_name: {model_name!r} is not a timm model.{hint}")
-    return model_name
 
 
 class TimmRegionEncoder(nn.Module):
@@ -93,7 +82,7 @@ class TimmRegionEncoder(nn.Module):
                  "channels": tuple(channels) if channels is not None else None,
                  "stem_width": stem_width, "output_stride": output_stride}
         kwargs = {k: v for k, v in sizes.items() if v is not None}
-        _checked_resnet_name(model_name)
+        checked_timm_name(model_name, family="*resnet*", owner=NAME)
         try:
             self.model = timm.create_model(model_name, pretrained=False, num_classes=0, global_pool="",
                                            drop_path_rate=drop_path_rate, **kwargs)

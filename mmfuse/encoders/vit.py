@@ -27,13 +27,14 @@ from mmfuse.models.protocol import Features
 NAME = "timm-vit"
 
 
-def _checked_model_name(model_name: str) -> str:
+def checked_timm_name(model_name: str, *, family: str = "*vit*", owner: str = NAME) -> str:
+    """``model_name`` if timm knows it, else a ConfigError with close matches from ``family``."""
     import timm
 
     if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models("*vit*"), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(model_name, timm.list_models(family), n=3, cutoff=0.6)
         hint = f" Close matches: {', '.join(close)}." if close else ""
-        raise ConfigError(f"{NAME} model_name: {model_name!r} is not a timm model.{hint}")
+        raise ConfigError(f"{owner} model_name: {model_name!r} is not a timm model.{hint}")
     return model_name
 
 
@@ -111,7 +112,7 @@ class TimmViTEncoder(nn.Module):
         sizes = {"img_size": img_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
                  "num_heads": num_heads, "mlp_ratio": mlp_ratio}
         kwargs = {k: v for k, v in sizes.items() if v is not None}
-        _checked_model_name(model_name)
+        checked_timm_name(model_name)
         try:
             self.model = timm.create_model(model_name, pretrained=False, num_classes=0,
                                            drop_rate=drop_rate, drop_path_rate=drop_path_rate, **kwargs)
