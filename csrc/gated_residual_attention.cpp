@@ -1,7 +1,7 @@
 // Operator schema of mmfuse::gated_residual_attention and the Python module mmfuse._C.
 //
 // Kernels register per backend with TORCH_LIBRARY_IMPL in cpu/ and cuda/; the fake (meta)
-// implementation and autograd formula are registered from Python (mmfuse/ops/_registration.py).
+// implementation and autograd formula are registered from Python (mmfuse/ops/attention.py).
 #include <Python.h>
 #include <torch/library.h>
 
