@@ -17,21 +17,26 @@ Weights are random unless ``checkpoint_path`` names a local file of that archite
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmfuse.config import ConfigError
-from mmfuse.encoders.vit import _check_transform_options, _checkpoint_filter, checked_timm_name
+from mmfuse.encoders.timm_backbone import (
+    TimmBackboneEncoder,
+    check_transform_options,
+    checked_timm_name,
+    eval_data_config,
+    load_local_checkpoint,
+)
 from mmfuse.models.protocol import Features
 
 NAME = "timm-regions"
 
 
-class TimmRegionEncoder(nn.Module):
+class TimmRegionEncoder(TimmBackboneEncoder):
     """Region-grid encoder wrapping a timm ResNet (any timm CNN with ``forward_features``).
 
     Args:
@@ -71,8 +76,6 @@ class TimmRegionEncoder(nn.Module):
     ) -> None:
         super().__init__()
         import timm
-        from timm.data import resolve_data_config
-        from timm.models import load_checkpoint
 
         if img_size < 8:
             raise ConfigError(f"{NAME} img_size: expected an int >= 8, got {img_size}")
@@ -91,15 +94,7 @@ class TimmRegionEncoder(nn.Module):
         if not callable(getattr(self.model, "forward_features", None)) or not hasattr(self.model, "num_features"):
             raise ConfigError(f"{NAME} model_name: {model_name!r} has no forward_features / num_features")
         if checkpoint_path is not None:
-            file = Path(checkpoint_path).expanduser()
-            if not file.is_file():
-                raise ConfigError(f"{NAME} checkpoint_path: {checkpoint_path!r} is not a file (mmfuse never downloads)")
-            try:
-                load_checkpoint(self.model, str(file), strict=True, filter_fn=_checkpoint_filter(self.model))
-            except RuntimeError as exc:
-                raise ConfigError(
-                    f"{NAME} checkpoint_path: {checkpoint_path!r} does not fit {model_name!r} with {kwargs}: {exc}"
-                ) from exc
+            load_local_checkpoint(self.model, checkpoint_path, owner=NAME, architecture=f"{model_name!r} with {kwargs}")
         with torch.no_grad():  # the map size of this backbone at img_size (a CNN has no fixed input size)
             was_training = self.model.training
             self.model.eval()
@@ -118,23 +113,9 @@ class TimmRegionEncoder(nn.Module):
         self.grid_size: tuple[int, int] = (grid_size, grid_size)
         self.num_regions: int = grid_size * grid_size
         self.num_prefix_tokens: int = 0
-        overrides: dict[str, Any] = {"input_size": (3, img_size, img_size)}
-        if crop_pct is not None:
-            if not 0.0 < crop_pct <= 1.0:
-                raise ConfigError(f"{NAME} crop_pct: expected a fraction in (0, 1], got {crop_pct}")
-            overrides["crop_pct"] = crop_pct
-        self.data_config: dict[str, Any] = resolve_data_config(overrides, model=self.model)
-        self.train_transform: dict[str, Any] = _check_transform_options(train_transform or {})
-        self.frozen = freeze
-        if freeze:
-            self.model.requires_grad_(False)
-            self.model.eval()
-
-    def train(self, mode: bool = True) -> "TimmRegionEncoder":
-        super().train(mode)
-        if self.frozen:
-            self.model.eval()
-        return self
+        self.data_config: dict[str, Any] = eval_data_config(self.model, self.image_size, crop_pct, owner=NAME)
+        self.train_transform: dict[str, Any] = check_transform_options(train_transform or {}, owner=NAME)
+        self._set_frozen(freeze)
 
     def forward(self, pixel_values: Tensor) -> Features:
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, *self.image_size):

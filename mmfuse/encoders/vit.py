@@ -11,62 +11,25 @@ dropping the classification head. Nothing is ever downloaded.
 
 from __future__ import annotations
 
-import difflib
-import inspect
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmfuse.config import ConfigError
+from mmfuse.encoders.timm_backbone import (
+    TimmBackboneEncoder,
+    check_transform_options,
+    checked_timm_name,
+    eval_data_config,
+    load_local_checkpoint,
+)
 from mmfuse.models.protocol import Features
 
 NAME = "timm-vit"
 
 
-def checked_timm_name(model_name: str, *, family: str = "*vit*", owner: str = NAME) -> str:
-    """``model_name`` if timm knows it, else a ConfigError with close matches from ``family``."""
-    import timm
-
-    if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models(family), n=3, cutoff=0.6)
-        hint = f" Close matches: {', '.join(close)}." if close else ""
-        raise ConfigError(f"{owner} model_name: {model_name!r} is not a timm model.{hint}")
-    return model_name
-
-
-def _checkpoint_filter(model: nn.Module) -> Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]:
-    """The model family's timm checkpoint filter, then removal of the classifier's weights."""
-    family_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "head")
-    own_keys = set(model.state_dict())
-
-    def filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-        if family_filter is not None:
-            state_dict = family_filter(state_dict, model)
-        return {k: v for k, v in state_dict.items() if k in own_keys or not k.startswith(f"{classifier}.")}
-
-    return filter_fn
-
-
-def _check_transform_options(options: dict[str, Any]) -> dict[str, Any]:
-    from timm.data import create_transform
-
-    params = inspect.signature(create_transform).parameters
-    reserved = {"input_size", "is_training", "mean", "std", "interpolation", "crop_pct", "crop_mode"}
-    for key in options:
-        if key in reserved or key not in params:
-            raise ConfigError(
-                f"{NAME} train_transform.{key}: not an augmentation option of timm.data.create_transform "
-                f"(allowed: {', '.join(sorted(set(params) - reserved))})"
-            )
-    return dict(options)
-
-
-class TimmViTEncoder(nn.Module):
+class TimmViTEncoder(TimmBackboneEncoder):
     """Patch-token encoder wrapping a timm ViT.
 
     Args:
@@ -106,13 +69,11 @@ class TimmViTEncoder(nn.Module):
     ) -> None:
         super().__init__()
         import timm
-        from timm.data import resolve_data_config
-        from timm.models import load_checkpoint
 
         sizes = {"img_size": img_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
                  "num_heads": num_heads, "mlp_ratio": mlp_ratio}
         kwargs = {k: v for k, v in sizes.items() if v is not None}
-        checked_timm_name(model_name)
+        checked_timm_name(model_name, family="*vit*", owner=NAME)
         try:
             self.model = timm.create_model(model_name, pretrained=False, num_classes=0,
                                            drop_rate=drop_rate, drop_path_rate=drop_path_rate, **kwargs)
@@ -121,15 +82,7 @@ class TimmViTEncoder(nn.Module):
         if not hasattr(self.model, "patch_embed") or not hasattr(self.model, "num_prefix_tokens"):
             raise ConfigError(f"{NAME} model_name: {model_name!r} is not a Vision Transformer (no patch embedding)")
         if checkpoint_path is not None:
-            file = Path(checkpoint_path).expanduser()
-            if not file.is_file():
-                raise ConfigError(f"{NAME} checkpoint_path: {checkpoint_path!r} is not a file (mmfuse never downloads)")
-            try:
-                load_checkpoint(self.model, str(file), strict=True, filter_fn=_checkpoint_filter(self.model))
-            except RuntimeError as exc:
-                raise ConfigError(
-                    f"{NAME} checkpoint_path: {checkpoint_path!r} does not fit {model_name!r} with {kwargs}: {exc}"
-                ) from exc
+            load_local_checkpoint(self.model, checkpoint_path, owner=NAME, architecture=f"{model_name!r} with {kwargs}")
 
         has_class_token = getattr(self.model, "cls_token", None) is not None
         if include_class_token and not has_class_token:
@@ -140,23 +93,9 @@ class TimmViTEncoder(nn.Module):
         self.out_dim: int = int(self.model.num_features)
         self.image_size: tuple[int, int] = tuple(int(s) for s in self.model.patch_embed.img_size)  # type: ignore[assignment]
         self.grid_size: tuple[int, int] = tuple(int(s) for s in self.model.patch_embed.grid_size)  # type: ignore[assignment]
-        overrides: dict[str, Any] = {"input_size": (3, *self.image_size)}
-        if crop_pct is not None:
-            if not 0.0 < crop_pct <= 1.0:
-                raise ConfigError(f"{NAME} crop_pct: expected a fraction in (0, 1], got {crop_pct}")
-            overrides["crop_pct"] = crop_pct
-        self.data_config: dict[str, Any] = resolve_data_config(overrides, model=self.model)
-        self.train_transform: dict[str, Any] = _check_transform_options(train_transform or {})
-        self.frozen = freeze
-        if freeze:
-            self.model.requires_grad_(False)
-            self.model.eval()
-
-    def train(self, mode: bool = True) -> TimmViTEncoder:
-        super().train(mode)
-        if self.frozen:
-            self.model.eval()
-        return self
+        self.data_config: dict[str, Any] = eval_data_config(self.model, self.image_size, crop_pct, owner=NAME)
+        self.train_transform: dict[str, Any] = check_transform_options(train_transform or {}, owner=NAME)
+        self._set_frozen(freeze)
 
     def forward(self, pixel_values: Tensor) -> Features:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
