@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from aux_toy_models import NoProtocolModel, ToyModelsPlugin, make_batch
+from aux_toy_models import ToyModelsPlugin, make_batch
 from torch import nn
 
 import mmfuse

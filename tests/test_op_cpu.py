@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_cuda_helpers import Problem, make_problem, reference, rel_err
 
-from mmfuse.ops import fused_kernel_available, gated_residual_attention, gated_residual_attention_reference
+from mmfuse.ops import fused_kernel_available, gated_residual_attention
 from mmfuse.ops.attention import BACKWARD_OP_NAME, OP_NAME
 from mmfuse.ops.validation import FUSED_DTYPES
 

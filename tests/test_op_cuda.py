@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from op_cuda_helpers import Problem, assert_close, check_backward_result, make_problem, reference
+from op_cuda_helpers import Problem, assert_close, make_problem, reference
 
 from mmfuse.ops import built_with_cuda, gated_residual_attention, gated_residual_attention_reference
 from mmfuse.ops.attention import BACKWARD_OP_NAME, OP_NAME, fused_kernel_available

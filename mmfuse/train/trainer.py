@@ -339,7 +339,7 @@ class Trainer:
         )
 
     def _loop(self, wrapped: nn.Module, batches_per_epoch: int) -> None:
-        args, ctx, state = self.args, self.ctx, self.state
+        args, state = self.args, self.state
         progress = self._progress_bar(state)
         window_sums: dict[str, float] = {}
         window_rows, window_start = 0, time.perf_counter()
