@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -61,6 +63,20 @@ def test_interrupted_save_keeps_previous(tmp_path, monkeypatch):
         save_pretrained(model, tmp_path)
     assert (tmp_path / WEIGHTS_NAME).read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_saved_files_get_the_umask_mode_or_keep_the_replaced_files_mode(tmp_path):
+    model = mmfuse.build_model({"model": "ckpt-tied", "width": 3})
+    old_umask = os.umask(0o027)
+    try:
+        save_pretrained(model, tmp_path / "ck")
+    finally:
+        os.umask(old_umask)
+    weights, config = tmp_path / "ck" / WEIGHTS_NAME, tmp_path / "ck" / CONFIG_NAME
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o640 and stat.S_IMODE(config.stat().st_mode) == 0o640
+    weights.chmod(0o604)
+    save_pretrained(model, tmp_path / "ck")
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o604
 
 
 def test_errors(tmp_path):

@@ -30,12 +30,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp (and some writers) create the file 0600; the published file gets the mode a plain
+        # open() would give (0666 minus the umask), or keeps the mode of the file it replaces
+        os.chmod(tmp, _existing_mode(target) or _umask_mode())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _existing_mode(target: Path) -> int | None:
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return None
+
+
+def _umask_mode() -> int:
+    umask = os.umask(0)  # the only portable way to read the umask is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_dir(directory: Path) -> None:
