@@ -143,10 +143,11 @@ struct GateRow {
 };
 
 // The row pass shared by forward and backward: from the raw scores s (scaled), prev p and the
-// 0/1 key weights `valid`, computes the gate and writes the combined scores n.
+// 0/1 key weights `valid`, computes the gate and writes the combined scores n. `p_acc` is scratch
+// of Lk elements for p in the accumulation type (used when p has another type).
 template <typename acc_t, typename scalar_t>
 GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w, acc_t b, const acc_t* valid,
-                           int64_t Lk, acc_t* n) {
+                           int64_t Lk, acc_t* n, std::vector<acc_t>& p_acc) {
   GateRow<acc_t> st;
   if (mode == kPlain) {
     std::copy(s, s + Lk, n);
@@ -156,22 +157,17 @@ GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w,
     for (int64_t j = 0; j < Lk; ++j) n[j] = s[j] + static_cast<acc_t>(p[j]);
     return st;
   }
-  acc_t dot = 0, ss = 0, pp = 0;
-  for (int64_t j = 0; j < Lk; ++j) {  // as the reference: s * valid, p * valid
-    const acc_t sj = s[j] * valid[j], pj = static_cast<acc_t>(p[j]) * valid[j];
-    dot += sj * pj;
-    ss += sj * sj;
-    pp += pj * pj;
-  }
-  const acc_t norm_sq = ss * pp;
-  st.ss = ss;
-  st.pp = pp;
+  const acc_t* pa = as_acc(p, int64_t(1), Lk, p_acc);
+  const CosineSums<acc_t> sums = cosine_sums(s, pa, valid, Lk);  // as the reference: s * valid, p * valid
+  const acc_t norm_sq = sums.ss * sums.pp;
+  st.ss = sums.ss;
+  st.pp = sums.pp;
   // clamped also covers a row without valid keys (dot = 0 -> c = 0)
   st.clamped = norm_sq < static_cast<acc_t>(kCosineEps * kCosineEps);
   st.inv_norm = st.clamped ? acc_t(0) : acc_t(1) / std::sqrt(norm_sq);
-  st.c = st.clamped ? dot / static_cast<acc_t>(kCosineEps) : dot * st.inv_norm;
+  st.c = st.clamped ? sums.sp / static_cast<acc_t>(kCosineEps) : sums.sp * st.inv_norm;
   st.g = acc_t(1) / (acc_t(1) + std::exp(-(w * st.c + b)));
-  for (int64_t j = 0; j < Lk; ++j) n[j] = (st.g * s[j] + static_cast<acc_t>(p[j])) / acc_t(2);
+  for (int64_t j = 0; j < Lk; ++j) n[j] = (st.g * s[j] + pa[j]) / acc_t(2);
   return st;
 }
 
@@ -200,7 +196,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
   const int64_t grain = grain_for(kRowBlock * Lk * (D + Dv + 4));
   at::parallel_for(0, pr.B * pr.H * nrb, grain, [&](int64_t begin, int64_t end) {
     HeadCache<acc_t> hc;
-    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n(Lk), o(kRowBlock * Dv);
+    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n(Lk), o(kRowBlock * Dv), p_acc;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
       const int64_t b = bh / pr.H, h = bh % pr.H;
@@ -218,7 +214,8 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
         const int64_t row = bh * Lq + i0 + r;
         acc_t* sr = s.data() + r * Lk;
         for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-        combine_row(pr.mode, sr, in.prev ? in.prev + row * Lk : nullptr, w, gb, hc.valid.data(), Lk, n.data());
+        combine_row(pr.mode, sr, in.prev ? in.prev + row * Lk : nullptr, w, gb, hc.valid.data(), Lk, n.data(),
+                    p_acc);
         scalar_t* sc = scores + row * Lk;
         for (int64_t j = 0; j < Lk; ++j) sc[j] = static_cast<scalar_t>(n[j]);
         masked_softmax(n.data(), hc.valid.data(), Lk, sr);  // the row now holds the weights a
@@ -251,7 +248,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
   at::parallel_for(0, BH * nrb, grain_for(kRowBlock * Lk * (D + 2 * Dv + 8)), [&](int64_t begin, int64_t end) {
     HeadCache<acc_t> hc;
     std::vector<acc_t> qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk),
-        dq(kRowBlock * D);
+        dq(kRowBlock * D), p_acc;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
       const int64_t b = bh / pr.H, h = bh % pr.H;
@@ -281,20 +278,17 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
         GateRow<acc_t> st;
         if (recompute_n) {
           for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-          st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data());
+          st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data(), p_acc);
           masked_softmax(n.data(), hc.valid.data(), Lk, a);
         } else {
           masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, a);
         }
-        acc_t rowdot = 0;
-        for (int64_t j = 0; j < Lk; ++j) rowdot += a[j] * dn[j];
+        const acc_t rowdot = dot(a, dn, Lk);
         for (int64_t j = 0; j < Lk; ++j) dn[j] = a[j] * (dn[j] - rowdot) + static_cast<acc_t>(gs[j]);
 
         scalar_t* dp = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
         if (pr.mode == kGated) {
-          acc_t dg = 0;
-          for (int64_t j = 0; j < Lk; ++j) dg += dn[j] * sr[j];
-          dg /= acc_t(2);
+          const acc_t dg = dot(dn, sr, Lk) / acc_t(2);
           const acc_t dz = dg * st.g * (acc_t(1) - st.g);
           gate_ws[2 * row] = dz * st.c;
           gate_ws[2 * row + 1] = dz;

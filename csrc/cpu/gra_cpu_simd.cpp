@@ -121,11 +121,81 @@ MMFUSE_ALWAYS_INLINE vf exp_nonpositive(vf x) {
   return p * scale;
 }
 
+// Loads lanes of T from x[j : j + count] into a vector, zero-padded (count <= lanes).
+template <typename V, typename T>
+MMFUSE_ALWAYS_INLINE V load_partial(const T* x, int64_t count) {
+  V v{};
+  std::memcpy(&v, x, sizeof(T) * static_cast<size_t>(count));
+  return v;
+}
+
+template <typename V>
+MMFUSE_ALWAYS_INLINE auto lane_sum(V v) {
+  constexpr int lanes = sizeof(V) / sizeof(v[0]);
+  auto sum = v[0];
+  for (int i = 1; i < lanes; ++i) sum += v[i];
+  return sum;
+}
+
+template <typename T>
+MMFUSE_ALWAYS_INLINE T dot_impl(const T* x, const T* y, int64_t len) {
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int64_t lanes = 32 / sizeof(T);
+  vec_t acc[4] = {};
+  int64_t j = 0;
+  for (; j + 4 * lanes <= len; j += 4 * lanes)
+    for (int u = 0; u < 4; ++u) acc[u] += load_partial<vec_t>(x + j + u * lanes, lanes) *
+                                          load_partial<vec_t>(y + j + u * lanes, lanes);
+  for (; j < len; j += lanes) {
+    const int64_t count = std::min(lanes, len - j);
+    acc[0] += load_partial<vec_t>(x + j, count) * load_partial<vec_t>(y + j, count);
+  }
+  return lane_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
+}
+
+template <typename T>
+MMFUSE_ALWAYS_INLINE CosineSums<T> cosine_sums_impl(const T* s, const T* p, const T* valid, int64_t len) {
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int64_t lanes = 32 / sizeof(T);
+  vec_t sp[2] = {}, ss[2] = {}, pp[2] = {};
+  auto step = [&](int u, int64_t j, int64_t count) {
+    const vec_t v = load_partial<vec_t>(valid + j, count);
+    const vec_t sv = load_partial<vec_t>(s + j, count) * v, pv = load_partial<vec_t>(p + j, count) * v;
+    sp[u] += sv * pv;
+    ss[u] += sv * sv;
+    pp[u] += pv * pv;
+  };
+  int64_t j = 0;
+  for (; j + 2 * lanes <= len; j += 2 * lanes) {
+    step(0, j, lanes);
+    step(1, j + lanes, lanes);
+  }
+  for (; j < len; j += lanes) step(0, j, std::min(lanes, len - j));
+  return {lane_sum(sp[0] + sp[1]), lane_sum(ss[0] + ss[1]), lane_sum(pp[0] + pp[1])};
+}
+
+// The largest n[j] over valid keys, -inf when there is none.
+template <typename T>
+MMFUSE_ALWAYS_INLINE T masked_max(const T* n, const T* valid, int64_t len) {
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int64_t lanes = 32 / sizeof(T);
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  vec_t mx = vec_t{} + kNegInf;
+  for (int64_t j = 0; j < len; j += lanes) {
+    const int64_t count = std::min(lanes, len - j);
+    const vec_t x = load_partial<vec_t>(n + j, count);
+    const vec_t v = load_partial<vec_t>(valid + j, count);  // zero-padded: the padding is not valid
+    mx = (v != vec_t{}) & (x > mx) ? x : mx;
+  }
+  T best = kNegInf;
+  for (int i = 0; i < lanes; ++i) best = mx[i] > best ? mx[i] : best;
+  return best;
+}
+
 template <typename T>
 MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_t len, T* a) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  T mx = kNegInf;
-  for (int64_t j = 0; j < len; ++j) mx = valid[j] != T(0) && n[j] > mx ? n[j] : mx;
+  const T mx = masked_max(n, valid, len);
   if (mx == kNegInf) {  // no valid key: all-zero weights
     std::fill(a, a + len, T(0));
     return;
@@ -176,6 +246,15 @@ template <typename T>
 __attribute__((target("avx2,fma"))) void masked_softmax_avx2(const T* n, const T* valid, int64_t len, T* a) {
   masked_softmax_impl(n, valid, len, a);
 }
+template <typename T>
+__attribute__((target("avx2,fma"))) T dot_avx2(const T* x, const T* y, int64_t len) {
+  return dot_impl(x, y, len);
+}
+template <typename T>
+__attribute__((target("avx2,fma"))) CosineSums<T> cosine_sums_avx2(const T* s, const T* p, const T* valid,
+                                                                    int64_t len) {
+  return cosine_sums_impl(s, p, valid, len);
+}
 
 bool cpu_has_avx2_fma() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -199,7 +278,32 @@ void masked_softmax_dispatch(const T* n, const T* valid, int64_t len, T* a) {
   masked_softmax_impl(n, valid, len, a);
 }
 
+template <typename T>
+T dot_dispatch(const T* x, const T* y, int64_t len) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return dot_avx2(x, y, len);
+#endif
+  return dot_impl(x, y, len);
+}
+
+template <typename T>
+CosineSums<T> cosine_sums_dispatch(const T* s, const T* p, const T* valid, int64_t len) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return cosine_sums_avx2(s, p, valid, len);
+#endif
+  return cosine_sums_impl(s, p, valid, len);
+}
+
 }  // namespace
+
+float dot(const float* x, const float* y, int64_t len) { return dot_dispatch(x, y, len); }
+double dot(const double* x, const double* y, int64_t len) { return dot_dispatch(x, y, len); }
+CosineSums<float> cosine_sums(const float* s, const float* p, const float* valid, int64_t len) {
+  return cosine_sums_dispatch(s, p, valid, len);
+}
+CosineSums<double> cosine_sums(const double* s, const double* p, const double* valid, int64_t len) {
+  return cosine_sums_dispatch(s, p, valid, len);
+}
 
 void gemm(const GemmArgs<float>& g) { gemm_dispatch(g); }
 void gemm(const GemmArgs<double>& g) { gemm_dispatch(g); }

@@ -1,5 +1,7 @@
 // The vectorised building blocks of the CPU gated residual attention kernels: one matrix
-// micro-kernel and the masked softmax of a score row.
+// micro-kernel, the row reductions (dot products, cosine terms) and the masked softmax of a
+// score row. Row reductions use vector partial sums: a serial sum is one add per FP-add latency,
+// and the compiler may not reorder it without -ffast-math.
 //
 // Every product of the op — s = q.K^T, out = a.V, dA = dOut.V^T, dQ = dS.K, dK = dS^T.Q,
 // dV = A^T.dOut — is a small C[R, N] = A[R, K] . B[K, N] on blocks that are already in cache,
@@ -30,6 +32,19 @@ struct GemmArgs {
 // C = A . B (overwrites C). Defined in gra_cpu_simd.cpp, where it is compiled per ISA.
 void gemm(const GemmArgs<float>& g);
 void gemm(const GemmArgs<double>& g);
+
+// sum_j x[j] * y[j], in vector partial sums (a fixed order: the same result for the same inputs).
+float dot(const float* x, const float* y, int64_t len);
+double dot(const double* x, const double* y, int64_t len);
+
+// The terms of the cosine gate over the keys with valid[j] == 1 (valid is 0 or 1):
+// sp = sum s p, ss = sum s s, pp = sum p p (vector partial sums, fixed order).
+template <typename T>
+struct CosineSums {
+  T sp, ss, pp;
+};
+CosineSums<float> cosine_sums(const float* s, const float* p, const float* valid, int64_t len);
+CosineSums<double> cosine_sums(const double* s, const double* p, const double* valid, int64_t len);
 
 // a = softmax of n[0:len] over the keys with valid[j] == 1 (valid is 0 or 1), 0 at the others;
 // all zero when no key is valid. float uses a vectorised exp (relative error ~1e-7).
