@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import runpy
 import sys
 
@@ -37,9 +38,11 @@ def test_model_bench_prints_a_table_and_writes_json(repo_root, tmp_path, monkeyp
     printed = capsys.readouterr().out
     assert "RADM train step (forward + backward + AdamW)" in printed and f"wrote {out}" in printed
     payload = json.loads(out.read_text())
-    assert set(payload) == {"benchmark", "schema_version", "created", "environment", "results"}
+    assert set(payload) == {"benchmark", "schema_version", "created", "command", "environment", "results"}
     assert payload["benchmark"] == "model" and payload["schema_version"] == SCHEMA_VERSION
-    assert {"torch", "python", "cpu", "cpu_count", "extension", "fused_kernels"} <= set(payload["environment"])
+    assert payload["command"] == shlex.join(["python", "benchmarks/model_bench.py", *TINY, "--json", str(out)])
+    assert {"torch", "python", "cpu", "cpu_name", "cpu_count", "extension", "fused_kernels", "git_commit",
+            "git_dirty"} <= set(payload["environment"])
     results = payload["results"]
     assert [r["config"]["impl"] for r in results] == list(IMPLS)
     for result in results:

@@ -32,7 +32,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from mmfuse.bench.provenance import cpu_name, git_revision, load_average
 from mmfuse.ops import (
     MODES,
     fused_kernel_available,
@@ -54,7 +54,6 @@ from mmfuse.ops import (
 IMPLS: tuple[str, ...] = ("fused", "eager", "compile", "sdpa")
 #: version of the JSON layout written by :func:`run` (bump when fields change)
 SCHEMA_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_SHAPES = {"cpu": "8x8x128x64,4x4x256x32", "cuda": "32x12x256x64,16x12x512x64"}
 DEFAULT_DTYPE = {"cpu": "float32", "cuda": "bfloat16"}
@@ -510,34 +509,13 @@ def _add_speedups(results: list[CaseResult]) -> None:
 # Environment, options, entry point
 
 
-def _git(*args: str) -> str | None:
-    try:
-        proc = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device, dtype: torch.dtype, peak: tuple[float, str] | None) -> dict[str, Any]:
     from mmfuse.ops import extension_available
 
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"CPU {_cpu_name()}"
-    # uncommitted changes to tracked files, except earlier results and docs (they change no timing)
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                  ":(exclude)benchmarks/results", ":(exclude)docs")
+        name = f"CPU {cpu_name()}"
     return {
         "device": device.type,
         "device_name": name,
@@ -546,8 +524,7 @@ def environment(device: torch.device, dtype: torch.dtype, peak: tuple[float, str
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        **git_revision(),
         "extension": extension_available(),
         "fused_kernel": fused_kernel_available(device, dtype),
         "peak_bandwidth_gbs": peak[0] if peak else None,
@@ -675,7 +652,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(config.device), DTYPES[config.dtype]
     env = environment(device, dtype, _peak_bandwidth(args, device))
-    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_start = load_average()
     started = time.perf_counter()
     results: list[CaseResult] = []
     with _inductor_cache(args.cold_compile and "compile" in config.impls) as cache:
@@ -684,7 +661,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
             for mode in config.modes:
                 results += run_case(AttnShape.parse(shape), mode, config, env["peak_bandwidth_gbs"])
     if load_start is not None:
-        env["load_avg"] = [load_start, os.getloadavg()[0]]
+        env["load_avg"] = [load_start, load_average()]
     payload = {
         "benchmark": "attn",
         "schema_version": SCHEMA_VERSION,

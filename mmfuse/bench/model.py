@@ -20,11 +20,15 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mmfuse.bench.provenance import cpu_name, git_revision, load_average
 
 DEFAULT_PRESETS = {"cpu": "radm-tiny", "cuda": "radm"}
 DEFAULT_BATCH = {"cpu": 16, "cuda": 32}
@@ -222,6 +226,8 @@ def _environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_name": cpu_name(),
+        **git_revision(),
         "cpu_count": os.cpu_count(),
         "torch_default_threads": torch.get_num_threads(),
         "extension": extension_available(),
@@ -257,29 +263,36 @@ def _print_table(results: list[BenchResult]) -> None:
     print("ms/step: median of the timed steps" + ("; peak memory: " + "; ".join(kinds) if kinds else ""))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, command: str | None = None) -> int:
     """Run every configuration, print a table and optionally write JSON; returns an exit code."""
     from mmfuse.utils.io import atomic_write_text
 
+    load_start = load_average()
     results = []
     for config in _configs(args):
         in_child = config.device == "cpu" and not args.in_process
         results.append(_measure_in_child(config) if in_child else measure(config))
     _print_table(results)
     if args.json is not None:
+        environment = _environment()
+        if load_start is not None:
+            environment["load_avg"] = [load_start, load_average()]
         payload = {"benchmark": "model", "schema_version": SCHEMA_VERSION,
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": _environment(),
-                   "results": [asdict(r) for r in results]}
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
+                   "environment": environment, "results": [asdict(r) for r in results]}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="model_bench", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, *, invoked_as: str = "python benchmarks/model_bench.py") -> int:
+    """Command-line entry point; ``invoked_as`` is recorded (with the options) as the command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=invoked_as, description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        return run(args, command=shlex.join([*shlex.split(invoked_as), *argv]))
     except ValueError as exc:  # bad option values, an unavailable device
         parser.error(str(exc))

@@ -179,9 +179,16 @@ def model_table(payload: dict[str, Any]) -> ResultTable:
 
 def model_header(payload: dict[str, Any]) -> list[str]:
     env = payload["environment"]
-    cpu = f"CPU {env.get('cpu', '')} ({env.get('torch_default_threads')} threads)"
+    load = env.get("load_avg")
+    load_txt = f", load average {load[0]:.1f} → {load[1]:.1f} (start → end)" if load else ""
+    cpu = f"CPU {env.get('cpu_name') or env.get('cpu', '')} ({env.get('torch_default_threads')} threads{load_txt})"
     device = env.get("cuda_device") or cpu
-    lines = [f"- Device: {device}; torch {env['torch']}; {payload.get('created', 'date not recorded')}"]
+    commit = ""
+    if "git_commit" in env:
+        commit = f"commit {(env['git_commit'] or 'unknown')[:10]}"
+        commit += " (+ uncommitted code changes)" if env.get("git_dirty") else ""
+        commit += "; "
+    lines = [f"- Device: {device}; torch {env['torch']}; {commit}{payload.get('created', 'date not recorded')}"]
     if payload.get("command"):
         lines.append(f"- Command: `{payload['command']}`")
     else:

@@ -16,7 +16,8 @@ from typing import Any, Callable
 BENCHMARKS: dict[str, tuple[str, dict[str, Any], str]] = {
     "attn": ("mmfuse.bench.attn", {"invoked_as": "mmfuse bench attn"},
              "gated residual attention op: fused kernel vs eager vs torch.compile vs SDPA"),
-    "model": ("mmfuse.bench.model", {}, "RADM training step: fused attention vs the eager reference"),
+    "model": ("mmfuse.bench.model", {"invoked_as": "mmfuse bench model"},
+              "RADM training step: fused attention vs the eager reference"),
 }
 
 
