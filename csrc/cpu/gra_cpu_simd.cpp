@@ -153,24 +153,28 @@ MMFUSE_ALWAYS_INLINE T dot_impl(const T* x, const T* y, int64_t len) {
   return lane_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
 }
 
+// Adds the cosine terms of s[j : j + count], p[j : j + count] (count <= lanes) to sp, ss, pp.
+template <typename V, typename T>
+MMFUSE_ALWAYS_INLINE void cosine_step(const T* s, const T* p, const T* valid, int64_t j, int64_t count, V& sp, V& ss,
+                                      V& pp) {
+  const V v = load_partial<V>(valid + j, count);
+  const V sv = load_partial<V>(s + j, count) * v, pv = load_partial<V>(p + j, count) * v;
+  sp += sv * pv;
+  ss += sv * sv;
+  pp += pv * pv;
+}
+
 template <typename T>
 MMFUSE_ALWAYS_INLINE CosineSums<T> cosine_sums_impl(const T* s, const T* p, const T* valid, int64_t len) {
   typedef T vec_t __attribute__((vector_size(32)));
   constexpr int64_t lanes = 32 / sizeof(T);
   vec_t sp[2] = {}, ss[2] = {}, pp[2] = {};
-  auto step = [&](int u, int64_t j, int64_t count) {
-    const vec_t v = load_partial<vec_t>(valid + j, count);
-    const vec_t sv = load_partial<vec_t>(s + j, count) * v, pv = load_partial<vec_t>(p + j, count) * v;
-    sp[u] += sv * pv;
-    ss[u] += sv * sv;
-    pp[u] += pv * pv;
-  };
   int64_t j = 0;
   for (; j + 2 * lanes <= len; j += 2 * lanes) {
-    step(0, j, lanes);
-    step(1, j + lanes, lanes);
+    cosine_step(s, p, valid, j, lanes, sp[0], ss[0], pp[0]);
+    cosine_step(s, p, valid, j + lanes, lanes, sp[1], ss[1], pp[1]);
   }
-  for (; j < len; j += lanes) step(0, j, std::min(lanes, len - j));
+  for (; j < len; j += lanes) cosine_step(s, p, valid, j, std::min(lanes, len - j), sp[0], ss[0], pp[0]);
   return {lane_sum(sp[0] + sp[1]), lane_sum(ss[0] + ss[1]), lane_sum(pp[0] + pp[1])};
 }
 
