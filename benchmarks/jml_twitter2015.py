@@ -7,8 +7,8 @@ One command reproduces the number reported in ``benchmarks/results/jml_twitter20
 
 It trains ``jml-text`` (the paper's text-only joint setting: start/end extraction + span
 sentiment, eq 22) on the train split, selects the epoch and the decoding (span-score threshold
-and length penalty of the multi-span decoding) on dev joint F1, and reports dev and test joint P/R/F1, MATE P/R/F1 and MASC
-accuracy (on the correctly extracted spans). Reference (paper, Twitter-2015 test, BERT-base/large
+and length penalty of the multi-span decoding) on dev joint F1, and reports dev and test joint
+P/R/F1, MATE P/R/F1 and MASC accuracy (on the correctly extracted spans). Reference (paper, Twitter-2015 test, BERT-base/large
 text-only joint baselines): SPAN 53.8, D-GCN 59.4 joint F1.
 """
 

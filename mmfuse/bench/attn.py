@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from mmfuse.bench.provenance import cpu_name, git_revision, load_average
+from mmfuse.bench.provenance import command_line, cpu_name, git_revision, load_average
 from mmfuse.ops import (
     MODES,
     fused_kernel_available,
@@ -666,7 +665,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         "benchmark": "attn",
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": command or command_line(),
         "wall_s": time.perf_counter() - started,
         "environment": env,
         "config": asdict(config),
@@ -691,6 +690,6 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str = "python benchma
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args, command=shlex.join([*shlex.split(invoked_as), *argv]))
+        return run(args, command=command_line(invoked_as, argv))
     except OptionError as exc:  # bad option values, an unavailable device
         parser.error(str(exc))

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmfuse.bench.provenance import cpu_name, git_revision, load_average
+from mmfuse.bench.provenance import command_line, cpu_name, git_revision, load_average
 
 DEFAULT_PRESETS = {"cpu": "radm-tiny", "cuda": "radm"}
 DEFAULT_BATCH = {"cpu": 16, "cuda": 32}
@@ -279,7 +278,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
             environment["load_avg"] = [load_start, load_average()]
         payload = {"benchmark": "model", "schema_version": SCHEMA_VERSION,
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
+                   "command": command or command_line(),
                    "environment": environment, "results": [asdict(r) for r in results]}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -293,6 +292,6 @@ def main(argv: list[str] | None = None, *, invoked_as: str = "python benchmarks/
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args, command=shlex.join([*shlex.split(invoked_as), *argv]))
+        return run(args, command=command_line(invoked_as, argv))
     except ValueError as exc:  # bad option values, an unavailable device
         parser.error(str(exc))

@@ -1,11 +1,14 @@
-"""Where and how a benchmark ran, recorded in its results JSON: the code's git revision, the
-CPU's name and the machine's load (a shared machine's load scatters CPU timings)."""
+"""Where and how a benchmark ran, recorded in its results JSON: the command, the code's git
+revision, the CPU's name and the machine's load (a shared machine's load scatters CPU timings)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,11 @@ def cpu_name() -> str:
 def load_average() -> float | None:
     """The 1-minute load average, None where the platform has none."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def command_line(invoked_as: str | None = None, argv: Sequence[str] = ()) -> str:
+    """The command as a user would type it again: ``invoked_as`` and ``argv``, or without
+    ``invoked_as`` this process's own interpreter and arguments."""
+    if invoked_as is None:
+        return shlex.join([Path(sys.executable).name, *sys.argv])
+    return shlex.join([*shlex.split(invoked_as), *argv])

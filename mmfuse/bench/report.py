@@ -128,16 +128,22 @@ def attn_table(payload: dict[str, Any]) -> ResultTable:
     return ResultTable(title=title, columns=columns, rows=rows, notes=notes)
 
 
+def _load_text(env: dict[str, Any]) -> str:
+    load = env.get("load_avg")
+    return f", load average {load[0]:.1f} → {load[1]:.1f} (start → end)" if load else ""
+
+
+def _commit_text(env: dict[str, Any]) -> str:
+    commit = (env.get("git_commit") or "unknown")[:10]
+    return commit + (" (+ uncommitted code changes)" if env.get("git_dirty") else "")
+
+
 def attn_header(payload: dict[str, Any]) -> list[str]:
     env = payload["environment"]
     threads = f"{env['threads']} threads" if env["device"] == "cpu" else f"{env['cpu_count']} CPUs"
-    load = env.get("load_avg")
-    load_txt = f", load average {load[0]:.1f} → {load[1]:.1f} (start → end)" if load else ""
-    commit = (env.get("git_commit") or "unknown")[:10]
-    commit += " (+ uncommitted code changes)" if env.get("git_dirty") else ""
     return [
-        f"- Device: {env['device_name']} ({threads}{load_txt}); torch {env['torch']}; commit {commit}; "
-        f"{payload['created']}",
+        f"- Device: {env['device_name']} ({threads}{_load_text(env)}); torch {env['torch']}; "
+        f"commit {_commit_text(env)}; {payload['created']}",
         f"- Command: `{payload['command']}`",
     ]
 
@@ -179,15 +185,9 @@ def model_table(payload: dict[str, Any]) -> ResultTable:
 
 def model_header(payload: dict[str, Any]) -> list[str]:
     env = payload["environment"]
-    load = env.get("load_avg")
-    load_txt = f", load average {load[0]:.1f} → {load[1]:.1f} (start → end)" if load else ""
-    cpu = f"CPU {env.get('cpu_name') or env.get('cpu', '')} ({env.get('torch_default_threads')} threads{load_txt})"
-    device = env.get("cuda_device") or cpu
-    commit = ""
-    if "git_commit" in env:
-        commit = f"commit {(env['git_commit'] or 'unknown')[:10]}"
-        commit += " (+ uncommitted code changes)" if env.get("git_dirty") else ""
-        commit += "; "
+    threads = f"{env.get('torch_default_threads')} threads{_load_text(env)}"
+    device = env.get("cuda_device") or f"CPU {env.get('cpu_name') or env.get('cpu', '')} ({threads})"
+    commit = f"commit {_commit_text(env)}; " if "git_commit" in env else ""  # older JSON has none
     lines = [f"- Device: {device}; torch {env['torch']}; {commit}{payload.get('created', 'date not recorded')}"]
     if payload.get("command"):
         lines.append(f"- Command: `{payload['command']}`")
