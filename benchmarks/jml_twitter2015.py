@@ -32,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import mmfuse  # noqa: E402
 from mmfuse.data import build_dataset  # noqa: E402
-from mmfuse.data.twitter import JointSpanCollator  # noqa: E402
+from mmfuse.data.datasets.twitter import JointSpanCollator  # noqa: E402
 from mmfuse.metrics.span import span_metrics  # noqa: E402
 
 PAPER_TEST_JOINT_F1 = {"SPAN (text-only, BERT)": 53.8, "D-GCN (text-only, BERT)": 59.4}

@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--no-progress-bar", action="store_true")
     cli = parser.parse_args()
 
-    from mmfuse.config import parse_set_overrides
+    from mmfuse.core.config import parse_set_overrides
 
     start = time.perf_counter()
     train = build_dataset("synthetic", "train", train_size=cli.train_size)

@@ -6,7 +6,7 @@ Quick start::
     mmfuse.list_components()              # {"encoder": [...], "fusion": [...], ...}
     model = mmfuse.build_model("radm-tiny")
 
-Components register through pluggy (see :mod:`mmfuse.registry`); third-party packages add
+Components register through pluggy (see :mod:`mmfuse.core.registry`); third-party packages add
 theirs through the ``mmfuse`` entry-point group or :func:`register_plugin`.
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from mmfuse.builder import ComponentSpec, build_component, build_model, resolve_model_config
-from mmfuse.config import ConfigError
-from mmfuse.registry import (
+from mmfuse.models.builder import ComponentSpec, build_component, build_model, resolve_model_config
+from mmfuse.core.config import ConfigError
+from mmfuse.core.registry import (
     DuplicateComponentError,
     RegistryError,
     UnknownComponentError,

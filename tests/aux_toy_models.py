@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import mmfuse
-from mmfuse.models.outputs import ClassificationOutput
-from mmfuse.models.protocol import FeatureDims, Features
+from mmfuse.core.outputs import ClassificationOutput
+from mmfuse.core.features import FeatureDims, Features
 
 VOCAB, SEQ, PATCHES = 30, 5, 4
 

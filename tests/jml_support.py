@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mmfuse.data.twitter import JointSpanCollator
+from mmfuse.data.datasets.twitter import JointSpanCollator
 
 #: (words, [(start, end inclusive, polarity)]) — a few tweets with multi-word, adjacent and mixed aspects
 TWEETS: list[tuple[list[str], list[tuple[int, int, int]]]] = [

@@ -10,8 +10,8 @@ from aux_toy_models import ToyModelsPlugin, make_batch
 from torch import nn
 
 import mmfuse
-from mmfuse.checkpoint import load_pretrained, save_pretrained
-from mmfuse.config import ConfigError
+from mmfuse.models.checkpoint import load_pretrained, save_pretrained
+from mmfuse.core.config import ConfigError
 from mmfuse.losses.auxiliary import AuxiliaryLosses, attach_aux_losses
 
 AUX = [{"name": "itc", "weight": 0.1}, {"name": "itm", "weight": 0.1}]

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import mmfuse
-from mmfuse.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, save_pretrained
-from mmfuse.registry import hookimpl
+from mmfuse.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, save_pretrained
+from mmfuse.core.registry import hookimpl
 
 
 class Tied(nn.Module):
@@ -56,7 +56,7 @@ def test_interrupted_save_keeps_previous(tmp_path, monkeypatch):
             fh.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mmfuse.checkpoint.st_save_model", boom)
+    monkeypatch.setattr("mmfuse.models.checkpoint.st_save_model", boom)
     with torch.no_grad():
         model.a.weight.add_(1.0)
     with pytest.raises(KeyboardInterrupt):

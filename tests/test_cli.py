@@ -12,7 +12,7 @@ from mmfuse.cli import main
 
 PLUGIN = '''
 from torch import nn
-from mmfuse.registry import hookimpl
+from mmfuse.core.registry import hookimpl
 
 class CliLoss(nn.Module):
     """Loss contributed by the CLI test plugin."""

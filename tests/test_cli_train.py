@@ -11,9 +11,9 @@ from PIL import Image
 from radm_support import one_thread  # noqa: F401 - fixture
 from train_support import TINY_OVERRIDES
 
-from mmfuse.builder import resolve_model_config
+from mmfuse.models.builder import resolve_model_config
 from mmfuse.cli import build_parser, main
-from mmfuse.config import load_config, save_config
+from mmfuse.core.config import load_config, save_config
 from mmfuse.train import TrainingArguments, read_log
 
 DATA = ["--dataset", "synthetic", "--data-opt", "train_size=48", "--data-opt", "dev_size=16",

@@ -10,9 +10,9 @@ import yaml
 from torch import nn
 
 import mmfuse
-from mmfuse.builder import ComponentSpec
-from mmfuse.config import ConfigError, deep_merge, load_config, parse_set_overrides, save_config, validate_config
-from mmfuse.registry import hookimpl
+from mmfuse.models.builder import ComponentSpec
+from mmfuse.core.config import ConfigError, deep_merge, load_config, parse_set_overrides, save_config, validate_config
+from mmfuse.core.registry import hookimpl
 
 
 class ToyModel(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.data import (
     DATASETS,
     SYNTHETIC_VOCABULARY,

@@ -12,8 +12,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mmfuse.data import build_dataset
-from mmfuse.data.collate_jmasa import JointSpanCollator
-from mmfuse.data.word_alignment import align_words, align_words_batch
+from mmfuse.data.collators.jmasa import JointSpanCollator
+from mmfuse.data.collators.word_alignment import align_words, align_words_batch
 from mmfuse.encoders.tokenizer import build_wordpiece_tokenizer
 
 QUIRKY = ["RT", "@", "ltsChuckBass", ":", "\u200b", "Chuck", "Bass", "\U0001f600", "\ufe0f", "#", "MCM", "\xa0", "!"]

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mmfuse.data import BadImageError, ClassificationCollator, build_dataset, check_image, load_image
-from mmfuse.data.mvsa import aggregate_labels, read_mvsa
+from mmfuse.data.datasets.mvsa import aggregate_labels, read_mvsa
 
 
 def write_jpeg(path, seed: int = 0, size=(24, 16)) -> bytes:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from mmfuse.data.synthetic import (
+from mmfuse.data.datasets.synthetic import (
     COLOUR_RGB,
     SHAPES,
     SYNTHETIC_VOCABULARY,

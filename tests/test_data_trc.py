@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mmfuse.data import build_dataset
-from mmfuse.data.trc import RELATION_CLASSES, read_hydrated_texts, read_trc, trc_splits
+from mmfuse.data.datasets.trc import RELATION_CLASSES, read_hydrated_texts, read_trc, trc_splits
 
 HEADER = (
     "tweet_id,text_is_represented,image_adds,image_adds_text_repr,image_adds_text_notrepr,"

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.data import BadImageError, build_dataset, list_datasets
-from mmfuse.data.twitter import POLARITIES, group_tweets, read_tsv, read_txt
+from mmfuse.data.datasets.twitter import POLARITIES, group_tweets, read_tsv, read_txt
 from jmasa_support import slow_wordpiece_tokenizer
-from mmfuse.data.word_alignment import align_words, align_words_batch
+from mmfuse.data.collators.word_alignment import align_words, align_words_batch
 from mmfuse.encoders.tokenizer import build_wordpiece_tokenizer
 
 SPLITS = ("train", "dev", "test")
@@ -172,7 +172,7 @@ def test_alignment_on_the_real_tokens(joint, wordpiece, tmp_path_factory):
 
 @pytest.mark.data
 def test_joint_collator_on_the_real_dev_split(joint, wordpiece):
-    from mmfuse.data.twitter import JointSpanCollator
+    from mmfuse.data.datasets.twitter import JointSpanCollator
 
     dev = joint["dev"]
     collate = JointSpanCollator(wordpiece, max_length=512)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mmfuse.losses.auxiliary import AuxiliaryInputs
 from mmfuse.losses.itc import ITCLoss
-from mmfuse.models.protocol import Features
+from mmfuse.core.features import Features
 
 
 def clip_loss_numpy(text, image, wt, bt, wi, bi, logit_scale):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mmfuse.losses.auxiliary import AuxiliaryInputs
 from mmfuse.losses.itm import ITMLoss, duplicate_mask, sample_negatives
-from mmfuse.models.protocol import Features
+from mmfuse.core.features import Features
 
 
 def features(pooled: torch.Tensor) -> Features:

@@ -10,12 +10,12 @@ from jml_support import TWEETS, make_span_batch
 from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
-from mmfuse.builder import build_component
-from mmfuse.config import ConfigError
+from mmfuse.models.builder import build_component
+from mmfuse.core.config import ConfigError
 from mmfuse.heads.relation import gate_regions, relation_gate
 from mmfuse.heads.span import MASKED_LOGIT, polarity_loss, span_attention_pool, span_boundary_loss
-from mmfuse.models.batch import BatchError
-from mmfuse.models.outputs import JointSpanOutput
+from mmfuse.core.batch import BatchError
+from mmfuse.core.outputs import JointSpanOutput
 
 TINY_REGIONS = {"name": "timm-regions", "model_name": "resnet18", "img_size": 64, "grid_size": 4,
                 "layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16, "output_stride": 16}
@@ -288,7 +288,7 @@ def test_bad_batches_fail_naming_the_key(models):
 
 
 def test_full_size_presets_describe_the_paper_setting():
-    from mmfuse.builder import resolve_model_config
+    from mmfuse.models.builder import resolve_model_config
 
     jml = resolve_model_config("jml")
     assert jml["d_model"] == 768 and jml["n_heads"] == 8 and jml["gate"] == "soft"

@@ -15,9 +15,9 @@ from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
 from mmfuse.metrics.span import span_metrics
-from mmfuse.models.jml_task import JMASA, JointSpanEvaluator, gold_aspects
-from mmfuse.models.outputs import AspectPrediction
-from mmfuse.train.tasks import get_task
+from mmfuse.tasks.jmasa import JMASA, JointSpanEvaluator, gold_aspects
+from mmfuse.core.outputs import AspectPrediction
+from mmfuse.tasks.classification import get_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCHEMA = {"polarities": ["negative", "neutral", "positive"]}

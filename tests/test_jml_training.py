@@ -8,9 +8,9 @@ from jml_support import TWEETS, make_span_batch
 from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
-from mmfuse.checkpoint import save_pretrained
+from mmfuse.models.checkpoint import save_pretrained
 from mmfuse.metrics.span import span_metrics
-from mmfuse.models.jml import render_aspects
+from mmfuse.models.jml.model import render_aspects
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,5 +88,5 @@ def test_relation_module_trains_and_loads_into_jml(tmp_path):
 
 def test_relation_checkpoint_must_hold_a_relation_model(tmp_path):
     save_pretrained(mmfuse.build_model("jml-text-tiny"), tmp_path / "other")
-    with pytest.raises(mmfuse.config.ConfigError, match="holds a 'jml' model, expected 'jml-relation'"):
+    with pytest.raises(mmfuse.core.config.ConfigError, match="holds a 'jml' model, expected 'jml-relation'"):
         mmfuse.build_model("jml-tiny", relation=None, relation_checkpoint=str(tmp_path / "other"))

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mmfuse.data.twitter import Aspect
+from mmfuse.data.datasets.twitter import Aspect
 from mmfuse.metrics.span import SPAN_METRICS, SpanCounts, SpanMetrics, count_spans, span_metrics
 
 GOLD = [[(0, 1, 2), (3, 4, 1), (6, 6, 0)], [(2, 2, 1)], []]

@@ -22,7 +22,7 @@ import torch
 from conftest import REPO_ROOT, subprocess_env
 
 from mmfuse import ConfigError
-from mmfuse.config import validate_config
+from mmfuse.core.config import validate_config
 
 EXAMPLE = REPO_ROOT / "examples" / "plugin_example"
 PLUGIN_DOC = REPO_ROOT / "docs" / "plugins.md"

@@ -8,7 +8,7 @@ from radm_support import TINY_BERT, TINY_VIT, no_network, one_thread, shape_imag
 from safetensors.torch import save_file
 
 import mmfuse
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.data.processing import MultimodalProcessor, build_image_transform
 from mmfuse.encoders.tokenizer import (
     DEFAULT_WORDS,

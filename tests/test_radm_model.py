@@ -22,9 +22,9 @@ from mmfuse.cli import main
 from mmfuse.fusion.residual_attention import ResidualAttention
 from mmfuse.heads.classification import IGNORE_INDEX
 from mmfuse.losses.auxiliary import AuxiliaryLosses
-from mmfuse.models.batch import BatchError
-from mmfuse.models.protocol import SupportsFusion
-from mmfuse.models.radm import RADM
+from mmfuse.core.batch import BatchError
+from mmfuse.core.features import SupportsFusion
+from mmfuse.models.radm.model import RADM
 from mmfuse.ops import fused_kernel_available
 from mmfuse.viz import text_image_alignment
 

@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 import mmfuse
-from mmfuse.registry import (
+from mmfuse.core.registry import (
     KINDS,
     DuplicateComponentError,
     Registry,
@@ -106,7 +106,7 @@ def test_hook_must_return_mapping():
 
 ENTRY_POINT_PLUGIN = '''
 from torch import nn
-from mmfuse.registry import hookimpl
+from mmfuse.core.registry import hookimpl
 
 class EPHead(nn.Module):
     """Head contributed through an entry point."""

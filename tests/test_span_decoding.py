@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmfuse.models.span_decoding import decode_spans, decode_spans_batch
+from mmfuse.models.jml.decoding import decode_spans, decode_spans_batch
 
 
 def t(values):

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from radm_support import one_thread  # noqa: F401 - fixture
 from train_support import synthetic, tiny_model
 
-from mmfuse.checkpoint import load_pretrained
-from mmfuse.config import ConfigError
+from mmfuse.models.checkpoint import load_pretrained
+from mmfuse.core.config import ConfigError
 from mmfuse.data import BadImageError, build_dataset
 from mmfuse.train import Trainer, TrainerCallback, TrainingArguments, read_log
 from mmfuse.train import checkpointing as ckpt

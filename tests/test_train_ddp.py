@@ -11,7 +11,7 @@ import torch
 from conftest import REPO_ROOT, subprocess_env
 from train_support import synthetic
 
-from mmfuse.checkpoint import load_pretrained
+from mmfuse.models.checkpoint import load_pretrained
 from mmfuse.train import Trainer, TrainingArguments, read_log
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from train_support import synthetic
 
-from mmfuse.config import ConfigError
-from mmfuse.models.outputs import ClassificationOutput
+from mmfuse.core.config import ConfigError
+from mmfuse.core.outputs import ClassificationOutput
 from mmfuse.train import TASKS, TrainTask, get_task, register_task
-from mmfuse.train.tasks import CLASSIFICATION, configure_classification_model
+from mmfuse.tasks.classification import CLASSIFICATION, configure_classification_model
 
 
 @pytest.fixture
@@ -21,11 +21,11 @@ def restore_tasks():
 
 
 def test_lazy_registration_resolves_on_first_use(restore_tasks):
-    register_task("mmfuse.train.tasks:CLASSIFICATION", name="lazy-classification")
+    register_task("mmfuse.tasks.classification:CLASSIFICATION", name="lazy-classification")
     assert isinstance(TASKS["lazy-classification"], str)
     assert get_task("lazy-classification") is CLASSIFICATION
     assert TASKS["lazy-classification"] is CLASSIFICATION  # cached after the import
-    register_task("mmfuse.train.tasks:TASKS", name="not-a-task")
+    register_task("mmfuse.tasks.classification:TASKS", name="not-a-task")
     with pytest.raises(TypeError, match="is not a mmfuse.train.TrainTask"):
         get_task("not-a-task")
 
@@ -39,7 +39,7 @@ def test_registry_errors(restore_tasks):
     register_task(other, replace=True)
     assert get_task("classification") is other
     with pytest.raises(ValueError, match="register_task\\('module:attribute', name\\)"):
-        register_task("mmfuse.train.tasks:CLASSIFICATION")
+        register_task("mmfuse.tasks.classification:CLASSIFICATION")
 
 
 def test_classification_hooks():

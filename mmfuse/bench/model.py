@@ -120,7 +120,7 @@ def measure(config: BenchConfig) -> BenchResult:
 
     import torch
 
-    from mmfuse.builder import build_model
+    from mmfuse.models.builder import build_model
     from mmfuse.ops import fused_kernel_available
 
     if config.threads:
@@ -183,7 +183,7 @@ def _measure_in_child(config: BenchConfig) -> BenchResult:
 def _configs(args: argparse.Namespace) -> list[BenchConfig]:
     import torch
 
-    from mmfuse.config import parse_set_overrides
+    from mmfuse.core.config import parse_set_overrides
 
     if args.device == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

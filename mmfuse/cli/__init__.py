@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    from mmfuse.config import ConfigError
-    from mmfuse.registry import RegistryError
+    from mmfuse.core.config import ConfigError
+    from mmfuse.core.registry import RegistryError
 
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from mmfuse.config import ConfigError, parse_set_overrides
+from mmfuse.core.config import ConfigError, parse_set_overrides
 from mmfuse.utils.io import atomic_write_text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmfuse.registry import KINDS, get_registry
+from mmfuse.core.registry import KINDS, get_registry
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from mmfuse.config import ConfigError
+    from mmfuse.core.config import ConfigError
     from mmfuse.data import build_dataset
     from mmfuse.train import Trainer, TrainingArguments
     from mmfuse.train.inference import JsonlInputs, load_trained

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.cli.common import add_dataclass_arguments, add_dataset_arguments, parse_key_values, print_json
-from mmfuse.config import ConfigError, load_config, save_config
+from mmfuse.core.config import ConfigError, load_config, save_config
 from mmfuse.train.arguments import TrainingArguments
-from mmfuse.train.tasks import list_tasks
+from mmfuse.tasks.classification import list_tasks
 
 RUN_CONFIG_NAME = "run.yaml"
 RUN_KEYS = ("model", "set", "dataset", "task", "eval_split", "training")
@@ -100,7 +100,7 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmfuse.builder import build_model, resolve_model_config
+    from mmfuse.models.builder import build_model, resolve_model_config
     from mmfuse.data import build_dataset
     from mmfuse.train import Trainer, get_task, seed_everything
 

@@ -64,9 +64,9 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from mmfuse.builder import build_model
-    from mmfuse.checkpoint import load_pretrained
-    from mmfuse.config import parse_set_overrides
+    from mmfuse.models.builder import build_model
+    from mmfuse.models.checkpoint import load_pretrained
+    from mmfuse.core.config import parse_set_overrides
     from mmfuse.viz import plot_alignment, text_image_alignment
 
     overrides = parse_set_overrides(args.set)

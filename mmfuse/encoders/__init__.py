@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from mmfuse.registry import hookimpl
+from mmfuse.core.registry import hookimpl
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """What a model needs from its text and image encoders.
 
 Any registered encoder that has these attributes can replace the built-in ones (``hf-text``,
-``timm-vit``) in a model config. Both return :class:`~mmfuse.models.protocol.Features` in the
+``timm-vit``) in a model config. Both return :class:`~mmfuse.core.features.Features` in the
 encoder's own width ``out_dim``; the model projects them to its common width.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from mmfuse.models.protocol import Features
+from mmfuse.core.features import Features
 
 
 @runtime_checkable

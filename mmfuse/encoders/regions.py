@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.encoders.timm_backbone import (
     TimmBackboneEncoder,
     check_transform_options,
@@ -31,7 +31,7 @@ from mmfuse.encoders.timm_backbone import (
     eval_data_config,
     load_local_checkpoint,
 )
-from mmfuse.models.protocol import Features
+from mmfuse.core.features import Features
 
 NAME = "timm-regions"
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
-from mmfuse.models.protocol import Features
+from mmfuse.core.config import ConfigError
+from mmfuse.core.features import Features
 
 NAME = "hf-text"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 
 
 def checked_timm_name(model_name: str, *, family: str, owner: str) -> str:

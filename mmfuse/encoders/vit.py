@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.encoders.timm_backbone import (
     TimmBackboneEncoder,
     check_transform_options,
@@ -24,7 +24,7 @@ from mmfuse.encoders.timm_backbone import (
     eval_data_config,
     load_local_checkpoint,
 )
-from mmfuse.models.protocol import Features
+from mmfuse.core.features import Features
 
 NAME = "timm-vit"
 

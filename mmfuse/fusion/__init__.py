@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from mmfuse.fusion.protocol import FusionBlock, FusionOutput
-from mmfuse.registry import hookimpl
+from mmfuse.core.registry import hookimpl
 
 __all__ = ["FusionBlock", "FusionOutput"]
 

@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.ops import gated_residual_attention
 
 Mode = Literal["none", "residual", "gated"]

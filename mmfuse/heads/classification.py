@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 
 #: label value that marks "no label for this task" (excluded from the loss)
 IGNORE_INDEX = -100

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.fusion.blocks import AttentionSublayer, FeedForwardSublayer
 from mmfuse.fusion.pooling import masked_mean
 from mmfuse.fusion.residual_attention import Impl

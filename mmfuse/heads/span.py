@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.fusion.residual_attention import Impl, ResidualAttention
 
 #: value of start / end logits at padded word positions (finite: keeps 0 · log p finite in fp16 too)

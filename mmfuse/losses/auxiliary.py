@@ -28,8 +28,8 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError, check_type, factory_parameters
-from mmfuse.models.protocol import FeatureDims, Features, missing_protocol_methods
+from mmfuse.core.config import ConfigError, check_type, factory_parameters
+from mmfuse.core.features import FeatureDims, Features, missing_protocol_methods
 
 #: auxiliary-loss factory parameters filled from the model's ``feature_dims``
 DIM_PARAMETERS: dict[str, str] = {"text_dim": "text", "image_dim": "image", "fused_dim": "fused"}
@@ -121,7 +121,7 @@ class AuxiliaryLosses(nn.ModuleDict):
         for name, feats in (("encode_text", text), ("encode_image", image)):
             if not isinstance(feats, Features):
                 raise TypeError(
-                    f"aux_losses: {type(model).__name__}.{name} must return mmfuse.models.protocol.Features, "
+                    f"aux_losses: {type(model).__name__}.{name} must return mmfuse.core.features.Features, "
                     f"got {type(feats).__name__}"
                 )
         if text.batch_size != image.batch_size:
@@ -178,7 +178,7 @@ def _feature_dims(model: nn.Module, where: str) -> FeatureDims | None:
     if dims is None or isinstance(dims, FeatureDims):
         return dims
     raise ConfigError(
-        f"{where}: {type(model).__name__}.feature_dims must be a mmfuse.models.protocol.FeatureDims, "
+        f"{where}: {type(model).__name__}.feature_dims must be a mmfuse.core.features.FeatureDims, "
         f"got {type(dims).__name__}"
     )
 
@@ -211,7 +211,7 @@ def _parse_spec(spec: Any, where: str) -> AuxLossSpec:
 
 def parse_aux_loss_specs(specs: Any, where: str = "aux_losses") -> list[AuxLossSpec]:
     """Check the shape of an ``aux_losses`` list (names registered, weights, no repeats)."""
-    from mmfuse.registry import UnknownComponentError, get_registry
+    from mmfuse.core.registry import UnknownComponentError, get_registry
 
     if isinstance(specs, (str, bytes)) or not isinstance(specs, Sequence):
         raise ConfigError(f"{where}: expected a list of auxiliary losses, got {type(specs).__name__}")
@@ -237,8 +237,8 @@ def attach_aux_losses(model: nn.Module, specs: Sequence[Any], where: str = "aux_
     :class:`AuxiliaryLosses` (None for an empty list). Raises :class:`ConfigError` for a model
     without the protocol, a bad spec, or a loss that is not an :class:`AuxiliaryLoss`.
     """
-    from mmfuse.builder import build_component
-    from mmfuse.registry import get_registry
+    from mmfuse.models.builder import build_component
+    from mmfuse.core.registry import get_registry
 
     parsed = parse_aux_loss_specs(specs, where)
     if not parsed:
@@ -247,7 +247,7 @@ def attach_aux_losses(model: nn.Module, specs: Sequence[Any], where: str = "aux_
     if missing:
         raise ConfigError(
             f"{where}: {type(model).__name__} cannot use auxiliary losses {[s.name for s in parsed]}: it does "
-            "not implement the fusion protocol (mmfuse.models.protocol.SupportsFusion); missing methods: "
+            "not implement the fusion protocol (mmfuse.core.features.SupportsFusion); missing methods: "
             f"{', '.join(missing)}"
         )
     if hasattr(model, "aux_losses"):
@@ -263,7 +263,7 @@ def attach_aux_losses(model: nn.Module, specs: Sequence[Any], where: str = "aux_
             if p in params and dims is None and p not in options and params[p].default is params[p].empty:
                 raise ConfigError(
                     f"{here}.{p}: missing required key; {type(model).__name__} declares no `feature_dims` "
-                    f"(mmfuse.models.protocol.FeatureDims), so give the width in the {name!r} spec"
+                    f"(mmfuse.core.features.FeatureDims), so give the width in the {name!r} spec"
                 )
         loss = build_component("loss", {"name": name, **options}, where=here, **injected)
         if not isinstance(loss, AuxiliaryLoss):

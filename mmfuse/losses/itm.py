@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.losses.auxiliary import AuxiliaryInputs, AuxiliaryLoss
-from mmfuse.models.protocol import FeatureDims
+from mmfuse.core.features import FeatureDims
 
 
 def _groups_of(values: Any) -> Tensor:

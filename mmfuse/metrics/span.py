@@ -51,7 +51,7 @@ def _prf(correct: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
 
 def as_triple(aspect: Any, where: str) -> Triple:
     """``(start, end, polarity)`` from a 3-sequence or an object with ``start``, ``end``, ``polarity``
-    attributes (e.g. :class:`mmfuse.data.twitter.Aspect`, JML's ``AspectPrediction``)."""
+    attributes (e.g. :class:`mmfuse.data.datasets.twitter.Aspect`, JML's ``AspectPrediction``)."""
     if all(hasattr(aspect, name) for name in ("start", "end", "polarity")):
         values = (aspect.start, aspect.end, aspect.polarity)
     else:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from mmfuse.registry import hookimpl
+from mmfuse.core.registry import hookimpl
 
 
 @hookimpl
 def mmfuse_models() -> dict[str, Callable[..., Any]]:
-    from mmfuse.models.jml import JML
-    from mmfuse.models.jml_relation import JMLRelation
-    from mmfuse.models.radm import RADM
+    from mmfuse.models.jml.model import JML
+    from mmfuse.models.jml.relation import JMLRelation
+    from mmfuse.models.radm.model import RADM
 
     return {
         "radm": RADM,
@@ -26,8 +26,8 @@ def mmfuse_models() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def mmfuse_presets() -> dict[str, Any]:
-    from mmfuse.models.jml import jml_presets
-    from mmfuse.models.radm import radm_presets
+    from mmfuse.models.jml.model import jml_presets
+    from mmfuse.models.radm.model import radm_presets
 
     return {
         **radm_presets(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mmfuse.train.arguments import TrainingArguments
 from mmfuse.train.logs import read_log
 from mmfuse.train.seeding import seed_everything
-from mmfuse.train.tasks import TASKS, Evaluator, TrainTask, get_task, list_tasks, register_task
+from mmfuse.tasks.classification import TASKS, Evaluator, TrainTask, get_task, list_tasks, register_task
 from mmfuse.train.trainer import Trainer, TrainerCallback, TrainerState, TrainOutput
 
 __all__ = [

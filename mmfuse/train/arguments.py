@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from mmfuse.config import ConfigError, call_with_config, check_type
+from mmfuse.core.config import ConfigError, call_with_config, check_type
 
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 Strategy = Literal["epoch", "steps", "no"]

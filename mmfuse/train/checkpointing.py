@@ -2,7 +2,7 @@
 
 Layout of ``<output_dir>/checkpoints/checkpoint-<step>/``::
 
-    model.safetensors, config.json   # mmfuse.checkpoint.save_pretrained (load_pretrained works on it)
+    model.safetensors, config.json   # mmfuse.models.checkpoint.save_pretrained (load_pretrained works on it)
     task.json                        # task name, label schema, run info (used by eval / predict)
     optimizer.pt, scheduler.pt       # optimizer / LR-scheduler state_dict
     scaler.pt                        # fp16 GradScaler state (only with fp16 autocast)
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmfuse.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from mmfuse.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 from mmfuse.train.distributed import DistributedContext, barrier
 from mmfuse.utils.io import atomic_write_text, atomic_write_with
 

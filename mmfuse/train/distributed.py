@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Using a trained model folder: load it with its task, read prediction inputs, evaluate, predict.
 
 A *trained model folder* is ``<output_dir>/model`` or any ``checkpoints/checkpoint-<step>``:
-``model.safetensors`` + ``config.json`` (:func:`mmfuse.checkpoint.save_pretrained`) and
+``model.safetensors`` + ``config.json`` (:func:`mmfuse.models.checkpoint.save_pretrained`) and
 ``task.json`` (task name, label schema, the data set it was trained on). ``mmfuse eval`` and
 ``mmfuse predict`` are thin wrappers around :func:`load_trained` and :func:`JsonlInputs`.
 """
@@ -18,11 +18,11 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from mmfuse.checkpoint import CONFIG_NAME, load_pretrained
-from mmfuse.data.base import OnBadImage, SkippedItem, check_on_bad_image
+from mmfuse.models.checkpoint import CONFIG_NAME, load_pretrained
+from mmfuse.data.datasets.base import OnBadImage, SkippedItem, check_on_bad_image
 from mmfuse.data.images import BadImageError, check_image, load_image
 from mmfuse.train.checkpointing import TASK_NAME
-from mmfuse.train.tasks import LabelSchema, TrainTask, get_task
+from mmfuse.tasks.classification import LabelSchema, TrainTask, get_task
 from mmfuse.train.trainer import MODEL_DIR
 
 

@@ -2,7 +2,7 @@
 
 A model is anything whose ``forward(batch)`` returns an mmfuse ``ModelOutput`` (``loss`` to
 back-propagate, named ``losses`` to log) and which has ``get_processor(train)``; the task
-(:mod:`mmfuse.train.tasks`) supplies collation, metrics and prediction formatting.
+(:mod:`mmfuse.tasks.classification`) supplies collation, metrics and prediction formatting.
 
 One optimizer step = ``gradient_accumulation_steps`` micro-batches of ``batch_size`` samples per
 process (the last step of an epoch may have fewer micro-batches; each micro-batch loss is
@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from mmfuse.config import ConfigError
+from mmfuse.core.config import ConfigError
 from mmfuse.train import checkpointing as ckpt
 from mmfuse.train.arguments import SCHEDULE_FIELDS, TrainingArguments
 from mmfuse.train.distributed import DistributedContext, all_reduce_sum, barrier, setup_distributed
@@ -33,7 +33,7 @@ from mmfuse.train.loading import batch_size_of, make_loader, move_to_device
 from mmfuse.train.logs import RunLogger
 from mmfuse.train.optim import build_optimizer, linear_schedule, warmup_steps_for
 from mmfuse.train.seeding import seed_everything
-from mmfuse.train.tasks import LabelSchema, TrainTask, get_task
+from mmfuse.tasks.classification import LabelSchema, TrainTask, get_task
 
 MODEL_DIR = "model"
 EVAL_RESULTS_NAME = "eval_results.json"
@@ -118,7 +118,7 @@ class Trainer:
         model: the model (built with :func:`mmfuse.build_model`, so checkpoints can rebuild it).
         args: :class:`TrainingArguments`.
         train_dataset / eval_dataset: raw-sample data sets (e.g. from :func:`mmfuse.data.build_dataset`).
-        task: a task name from :mod:`mmfuse.train.tasks` or a :class:`TrainTask`.
+        task: a task name from :mod:`mmfuse.tasks.classification` or a :class:`TrainTask`.
         label_schema: the task's label description; default: ``task.label_schema(train_dataset)``.
         run_info: extra JSON saved in ``task.json`` (the CLI stores the data set it trained on).
         callbacks: :class:`TrainerCallback` objects.

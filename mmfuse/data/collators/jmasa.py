@@ -1,6 +1,6 @@
 """Batches for joint multimodal aspect-sentiment analysis (JMASA): words, aspect spans, images.
 
-:class:`JointSpanCollator` turns joint-form samples (:class:`~mmfuse.data.twitter.TwitterJointDataset`,
+:class:`JointSpanCollator` turns joint-form samples (:class:`~mmfuse.data.datasets.twitter.TwitterJointDataset`,
 or any dict with ``"words"``) into the batch that span models such as JML consume:
 
 =================== ============== ===========================================================
@@ -37,7 +37,7 @@ not kept (``word_mask`` False) and every span ending in such a word is dropped. 
 ``jml-text``) and sample images are ignored. With it, every sample needs an image: a sample
 without one is an error naming it, unless ``missing_image="blank"`` is asked for explicitly — then
 a black placeholder is used and ``image_mask`` marks the real images (the image policy of
-:class:`~mmfuse.data.collate.ClassificationCollator`, made opt-in here because a joint model would
+:class:`~mmfuse.data.collators.classification.ClassificationCollator`, made opt-in here because a joint model would
 otherwise silently train on black images). ``None`` samples (``on_bad_image="skip"``) are dropped
 and counted in :attr:`JointSpanCollator.dropped`; a batch of only ``None`` gives ``None``.
 """
@@ -53,7 +53,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mmfuse.data.word_alignment import WordAlignment, align_words_batch
+from mmfuse.data.collators.word_alignment import WordAlignment, align_words_batch
 
 IGNORE_INDEX = -100
 MissingImage = Literal["error", "blank"]
@@ -80,7 +80,7 @@ class JointSpanCollator:
         blank_image_size: side of the placeholder before ``image_transform``.
         num_polarities: polarity classes; aspect polarities must be in ``[0, num_polarities)``.
         return_ids: also put ``batch["ids"]``.
-        use_word_ids: alignment path, see :func:`~mmfuse.data.word_alignment.align_words`.
+        use_word_ids: alignment path, see :func:`~mmfuse.data.collators.word_alignment.align_words`.
     """
 
     def __init__(

@@ -8,11 +8,11 @@ relation gate (``relation_checkpoint`` of the ``jml`` model)::
                                                              ├─► RelationHead (eqs 1–5) ─► logits [B, 2]
     pixel_values ─► image_encoder (timm-regions) ─► Linear ──┘
 
-``forward(batch)`` returns a :class:`~mmfuse.models.outputs.ClassificationOutput` with
+``forward(batch)`` returns a :class:`~mmfuse.core.outputs.ClassificationOutput` with
 ``logits[task]`` ``[B, 2]`` (index 1 = "image adds") and, when ``batch["labels"][task]`` is given,
 the cross-entropy of eq 6 as ``loss`` / ``losses[task]``. ``task`` defaults to ``"image_adds"``,
-the name of this label in the TRC reader (:mod:`mmfuse.data.trc`), so the generic classification
-training path works unchanged. The model implements :class:`~mmfuse.models.protocol.SupportsFusion`
+the name of this label in the TRC reader (:mod:`mmfuse.data.datasets.trc`), so the generic classification
+training path works unchanged. The model implements :class:`~mmfuse.core.features.SupportsFusion`
 (the fused vector is the head's ``H``, ``[B, 4 · d_model]``).
 """
 
@@ -23,14 +23,14 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from mmfuse.builder import ComponentSpec
-from mmfuse.config import ConfigError
+from mmfuse.models.builder import ComponentSpec
+from mmfuse.core.config import ConfigError
 from mmfuse.fusion.residual_attention import Impl
 from mmfuse.heads.relation import RelationHead, relation_loss, relation_probability
-from mmfuse.models.batch import BatchError, check_batch_sizes
-from mmfuse.models.jml_encoding import ProjectedEncoders
-from mmfuse.models.outputs import ClassificationOutput
-from mmfuse.models.protocol import FeatureDims, Features
+from mmfuse.core.batch import BatchError, check_batch_sizes
+from mmfuse.models.encoding import ProjectedEncoders
+from mmfuse.core.outputs import ClassificationOutput
+from mmfuse.core.features import FeatureDims, Features
 
 NAME = "jml-relation"
 

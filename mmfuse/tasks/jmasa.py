@@ -5,10 +5,10 @@ model on the joint form of a Twitter data set; ``mmfuse eval`` reports joint P/R
 and MASC accuracy; ``mmfuse predict`` writes, per tweet, the text with its aspects bracketed and
 tagged (``[Chuck Bass](positive) is everything``) and the aspects as a list.
 
-The hooks (see :class:`mmfuse.train.tasks.TrainTask`):
+The hooks (see :class:`mmfuse.tasks.classification.TrainTask`):
 
 * ``label_schema``: ``{"polarities": [...]}`` from the data set's ``tasks["polarity"]``;
-* ``build_collator``: :class:`~mmfuse.data.twitter.JointSpanCollator` with the model's tokenizer
+* ``build_collator``: :class:`~mmfuse.data.datasets.twitter.JointSpanCollator` with the model's tokenizer
   and, for models with an image branch, its image transform (samples must then have images);
   input lines with only a ``"text"`` (``predict --inputs``) are split on spaces into words, and
   the samples' complete gold aspects travel along (``gold_aspects``), so that aspects cut by
@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from mmfuse.config import ConfigError
-from mmfuse.data.twitter import JointSpanCollator
+from mmfuse.core.config import ConfigError
+from mmfuse.data.datasets.twitter import JointSpanCollator
 from mmfuse.metrics.base import CountingMetric
 from mmfuse.metrics.span import SpanCounts, count_spans
-from mmfuse.models.jml import render_aspects
-from mmfuse.train.tasks import TrainTask
+from mmfuse.models.jml.model import render_aspects
+from mmfuse.tasks.classification import TrainTask
 
 COUNT_NAMES: tuple[str, ...] = ("n_pred", "n_gold", "n_span_correct", "n_joint_correct")
 

@@ -53,7 +53,7 @@ def load_pretrained(
     directory: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any
 ) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained` and load its weights (strict)."""
-    from mmfuse.builder import build_model
+    from mmfuse.models.builder import build_model
 
     directory = Path(directory)
     config = load_config_from(directory)

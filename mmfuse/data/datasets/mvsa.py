@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, train_dev_test_split
+from mmfuse.data.datasets.base import OnBadImage, ParseReport, Record, RecordDataset, train_dev_test_split
 from mmfuse.data.images import find_image
 
 MVSA_CLASSES: tuple[str, ...] = ("positive", "neutral", "negative")

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from mmfuse.data.base import OnBadImage, ParseReport, Record, RecordDataset, select_tasks
+from mmfuse.data.datasets.base import OnBadImage, ParseReport, Record, RecordDataset, select_tasks
 
 SENTIMENT_CLASSES: tuple[str, ...] = ("positive", "neutral", "negative")
 EMOTION_CLASSES: tuple[str, ...] = ("happiness", "sad", "neutral", "disgust", "anger", "fear")

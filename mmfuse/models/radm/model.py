@@ -8,7 +8,7 @@ Pipeline (each part a registered component, replaceable by config)::
         ─► self_fusion (self-fusion: joint layers over [text; image]) ─► pool each modality ─► concat [B, 2d]
         ─► heads (classification: one classifier per task) ─► Σ_task weight · cross-entropy
 
-The model implements the :class:`~mmfuse.models.protocol.SupportsFusion` protocol
+The model implements the :class:`~mmfuse.core.features.SupportsFusion` protocol
 (``encode_text``, ``encode_image``, ``fuse``) and declares its ``feature_dims``, so the ITC / ITM
 auxiliary losses attach to it (``aux_losses`` in the config),
 and ``forward(batch, return_attentions=True)`` returns the score maps of every attention.
@@ -24,20 +24,20 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from mmfuse.builder import ComponentSpec, build_component
-from mmfuse.config import ConfigError, deep_merge
+from mmfuse.models.builder import ComponentSpec, build_component
+from mmfuse.core.config import ConfigError, deep_merge
 from mmfuse.fusion.pooling import Pooling, pool
 from mmfuse.fusion.protocol import check_fusion_output
 from mmfuse.fusion.residual_attention import Impl, set_attention_impl
-from mmfuse.models.batch import (
+from mmfuse.core.batch import (
     check_batch_sizes,
     check_image_mask,
     check_mapping,
     check_pixel_values,
     check_text_inputs,
 )
-from mmfuse.models.outputs import ClassificationOutput
-from mmfuse.models.protocol import FeatureDims, Features
+from mmfuse.core.outputs import ClassificationOutput
+from mmfuse.core.features import FeatureDims, Features
 
 TEXT_ENCODER_ATTRIBUTES = ("out_dim", "max_length", "vocab_size", "tokenizer")
 IMAGE_ENCODER_ATTRIBUTES = ("out_dim", "image_size", "grid_size", "num_prefix_tokens", "data_config")
@@ -173,7 +173,7 @@ class RADM(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any], return_attentions: bool = False) -> ClassificationOutput:
-        """Classify a batch (see :mod:`mmfuse.models.batch` for the keys); with ``labels`` the
+        """Classify a batch (see :mod:`mmfuse.core.batch` for the keys); with ``labels`` the
         output has ``loss`` = Σ task_weight · cross-entropy and the per-task ``losses``."""
         ids, mask, types = self._text_inputs(batch)
         pixels, image_mask = self._image_inputs(batch)

@@ -36,8 +36,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from mmfuse.config import ConfigError
-from mmfuse.data.collate import ClassificationCollator
+from mmfuse.core.config import ConfigError
+from mmfuse.data.collators.classification import ClassificationCollator
 from mmfuse.metrics.classification import ClassificationMetrics
 
 Batch = dict[str, Any]
@@ -162,7 +162,7 @@ CLASSIFICATION = TrainTask(
 # registry
 # ---------------------------------------------------------------------------------------------
 #: task name → TrainTask, or "module:attribute" of one (imported on first use)
-TASKS: dict[str, TrainTask | str] = {"classification": CLASSIFICATION, "jmasa": "mmfuse.models.jml_task:JMASA"}
+TASKS: dict[str, TrainTask | str] = {"classification": CLASSIFICATION, "jmasa": "mmfuse.tasks.jmasa:JMASA"}
 
 
 def register_task(task: TrainTask | str, name: str | None = None, *, replace: bool = False) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from torch import Tensor
 
-from mmfuse.models.protocol import Features
+from mmfuse.core.features import Features
 
 
 @dataclass
@@ -100,10 +100,10 @@ class JointSpanOutput(ModelOutput):
     def decode(self, *, top_k: int = 20, max_span_len: int = 10, threshold: Optional[float] = None,
                max_spans: int = 8, length_penalty: float = 1.0) -> list[list[tuple[int, int, float]]]:
         """Multi-span decoding of every tweet: ``[(start, end, score), ...]`` per row, word indices,
-        ``end`` inclusive (see :func:`mmfuse.models.span_decoding.decode_spans`). The default
+        ``end`` inclusive (see :func:`mmfuse.models.jml.decoding.decode_spans`). The default
         ``length_penalty=1`` is Hu et al.'s heuristic ranking: without it a span covering two
         adjacent aspects scores as high as each of them and can swallow both."""
-        from mmfuse.models.span_decoding import decode_spans_batch
+        from mmfuse.models.jml.decoding import decode_spans_batch
 
         if self.start_logits is None or self.end_logits is None or self.word_mask is None:
             raise ValueError("decode: the output has no start_logits / end_logits / word_mask")

@@ -2,7 +2,7 @@
 
 A builder is a function ``builder(split, data_dir, **options) -> ClassificationDataset``; its
 keyword-only parameters are its options, validated against their annotations by
-:func:`mmfuse.config.call_with_config` (unknown or wrongly typed options fail naming the key).
+:func:`mmfuse.core.config.call_with_config` (unknown or wrongly typed options fail naming the key).
 This is what ``mmfuse train --dataset NAME --data-dir PATH`` uses.
 """
 
@@ -12,13 +12,13 @@ import difflib
 import os
 from collections.abc import Callable
 
-from mmfuse.config import ConfigError, call_with_config
-from mmfuse.data.base import ClassificationDataset
-from mmfuse.data.msed import build_msed
-from mmfuse.data.mvsa import build_mvsa_json, build_mvsa_multiple, build_mvsa_single
-from mmfuse.data.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_LABEL_NOISE, DEFAULT_SIZES, SyntheticDataset
-from mmfuse.data.trc import build_trc
-from mmfuse.data.twitter import build_twitter2015, build_twitter2017
+from mmfuse.core.config import ConfigError, call_with_config
+from mmfuse.data.datasets.base import ClassificationDataset
+from mmfuse.data.datasets.msed import build_msed
+from mmfuse.data.datasets.mvsa import build_mvsa_json, build_mvsa_multiple, build_mvsa_single
+from mmfuse.data.datasets.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_LABEL_NOISE, DEFAULT_SIZES, SyntheticDataset
+from mmfuse.data.datasets.trc import build_trc
+from mmfuse.data.datasets.twitter import build_twitter2015, build_twitter2017
 
 DatasetBuilder = Callable[..., ClassificationDataset]
 
@@ -85,7 +85,7 @@ def build_dataset(
 ) -> ClassificationDataset:
     """Build split ``split`` of the data set ``name`` from ``data_dir`` with builder ``options``.
 
-    Raises :class:`~mmfuse.config.ConfigError` for an unknown name (with a close-match hint) or
+    Raises :class:`~mmfuse.core.config.ConfigError` for an unknown name (with a close-match hint) or
     an unknown / wrongly typed option (naming it); the builders raise ``ValueError`` /
     ``FileNotFoundError`` naming the file for bad data.
     """

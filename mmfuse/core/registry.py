@@ -13,7 +13,7 @@ Plugins reach the manager in three ways:
 * in-process with :func:`register_plugin`.
 
 A factory is any callable returning the component (usually an ``nn.Module`` class or a
-function). Its signature *is* its config schema: :func:`mmfuse.config.call_with_config`
+function). Its signature *is* its config schema: :func:`mmfuse.core.config.call_with_config`
 checks config keys and value types against it, so errors name the offending key.
 """
 

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from mmfuse.data.base import (
+from mmfuse.data.datasets.base import (
     OnBadImage,
     ParseReport,
     Record,

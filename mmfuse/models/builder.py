@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mmfuse.config import CONFIG_SUFFIXES, ConfigError, call_with_config, deep_merge, load_config
-from mmfuse.registry import get_registry
+from mmfuse.core.config import CONFIG_SUFFIXES, ConfigError, call_with_config, deep_merge, load_config
+from mmfuse.core.registry import get_registry
 
 ComponentSpec = str | Mapping[str, Any]
 

@@ -28,7 +28,7 @@ each data set's ``report``):
 * lines are split on ``\\n`` only (and a trailing ``\\r`` removed), never with
   ``str.splitlines``, which would also split inside tweets at U+2028, U+0085 or U+001C;
 * non-ASCII tokens (emoji, U+200B zero-width space, variation selectors) are kept as words: the
-  word/sub-token alignment (:mod:`mmfuse.data.word_alignment`) gives words that a tokenizer
+  word/sub-token alignment (:mod:`mmfuse.data.collators.word_alignment`) gives words that a tokenizer
   reduces to nothing an ``[UNK]`` position, so span indices stay aligned;
 * one text with two images (Twitter-2015 train, ``RT @ JoshuaAuger : When you loose your mum in
   tesco``): tweets are keyed by image **and** text, so they stay two tweets;
@@ -42,7 +42,7 @@ each data set's ``report``):
 
 Images are not distributed. ``image_dir`` points at TomBERT's image folder
 (``twitter2015_images/<image_id>``); without it samples carry ``"image": None``. The bad-image
-policy (``on_bad_image``) is :mod:`mmfuse.data.base`'s.
+policy (``on_bad_image``) is :mod:`mmfuse.data.datasets.base`'s.
 """
 
 from __future__ import annotations
@@ -55,14 +55,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from mmfuse.data.base import (
+from mmfuse.data.datasets.base import (
     OnBadImage,
     ParseReport,
     Record,
     RecordDataset,
     Sample,
 )
-from mmfuse.data.collate_jmasa import JointSpanCollator
+from mmfuse.data.collators.jmasa import JointSpanCollator
 from mmfuse.data.images import find_image
 
 __all__ = [
@@ -367,7 +367,7 @@ class TwitterDataset(RecordDataset):
     """Shared part of both forms: parse reports and image handling (lazy, ``on_bad_image``).
 
     Attributes:
-        report: the :class:`~mmfuse.data.base.ParseReport` of the source file (rows read,
+        report: the :class:`~mmfuse.data.datasets.base.ParseReport` of the source file (rows read,
             kept, dropped and flagged by reason).
         image_dir: the image folder, or ``None`` (samples carry ``"image": None``).
     """
@@ -440,7 +440,7 @@ class TwitterJointDataset(TwitterDataset):
 
     Samples: ``{"id", "text", "words": list[str], "aspects": [(start, end, polarity), ...],
     "image": PIL.Image | None, "image_id"}``; spans are word indices, end inclusive, sorted by
-    position. :class:`~mmfuse.data.collate_jmasa.JointSpanCollator` (re-exported here) turns them
+    position. :class:`~mmfuse.data.collators.jmasa.JointSpanCollator` (re-exported here) turns them
     into a batch.
     ``tasks`` is ``{"polarity": POLARITIES}``: the classes of the aspects' polarity, not a
     per-tweet label; :meth:`label_counts` counts aspects.
@@ -524,7 +524,7 @@ def build_twitter(
 
 def _named_builder(name: str) -> Callable[..., TwitterDataset]:
     """The registry builder of data set ``name``: :func:`build_twitter` with ``name`` fixed (the
-    options are the keyword parameters, validated by :func:`mmfuse.config.call_with_config`)."""
+    options are the keyword parameters, validated by :func:`mmfuse.core.config.call_with_config`)."""
 
     def builder(
         split: str,

@@ -56,7 +56,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmfuse.data.base import ClassificationDataset, Sample, select_tasks
+from mmfuse.data.datasets.base import ClassificationDataset, Sample, select_tasks
 
 SENTIMENT_CLASSES: tuple[str, ...] = ("negative", "neutral", "positive")
 MATCH_CLASSES: tuple[str, ...] = ("no", "yes")

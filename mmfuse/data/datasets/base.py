@@ -4,7 +4,7 @@ A data set yields **raw samples**, one dict per item::
 
     {"id": str, "text": str, "image": PIL.Image.Image | None, "labels": {task: int}}
 
-Tensors are made later, per batch, by :class:`mmfuse.data.collate.ClassificationCollator` with
+Tensors are made later, per batch, by :class:`mmfuse.data.collators.classification.ClassificationCollator` with
 the model's processor. ``image`` is ``None`` only for data sets used without images (TRC without
 a user image folder).
 

@@ -12,12 +12,12 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from mmfuse.builder import ComponentSpec, build_component
-from mmfuse.config import ConfigError
+from mmfuse.models.builder import ComponentSpec, build_component
+from mmfuse.core.config import ConfigError
 from mmfuse.data.processing import MultimodalProcessor, build_image_transform
 from mmfuse.fusion.pooling import masked_mean
-from mmfuse.models.batch import check_image_mask, check_mapping, check_pixel_values, check_text_inputs
-from mmfuse.models.protocol import Features
+from mmfuse.core.batch import check_image_mask, check_mapping, check_pixel_values, check_text_inputs
+from mmfuse.core.features import Features
 
 TEXT_ENCODER_ATTRIBUTES = ("out_dim", "max_length", "vocab_size", "tokenizer")
 IMAGE_ENCODER_ATTRIBUTES = ("out_dim", "image_size", "data_config")

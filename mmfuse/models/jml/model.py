@@ -17,7 +17,7 @@ Equation → code (the heads' modules document their equations in detail):
 eqs    what                                                    code
 =====  ======================================================  =================================================
 1–5    relation detection ``p_r``                              :class:`mmfuse.heads.relation.RelationHead` inside
-                                                               :class:`mmfuse.models.jml_relation.JMLRelation`
+                                                               :class:`mmfuse.models.jml.relation.JMLRelation`
 6      relation loss                                           :func:`mmfuse.heads.relation.relation_loss`
 7      gate ``G_r = RelDet(X, I)``                             :func:`mmfuse.heads.relation.relation_gate`
 8      ``O_r = G_r · O``                                       :func:`mmfuse.heads.relation.gate_regions`
@@ -31,7 +31,7 @@ eqs    what                                                    code
 
 Training uses the gold spans of the batch for the sentiment head; :meth:`JML.predict` decodes
 spans from the start / end logits (Hu et al. 2019 multi-span decoding, :func:`decode_spans`)
-and classifies those. Batches come from the joint span collator of :mod:`mmfuse.data.twitter`
+and classifies those. Batches come from the joint span collator of :mod:`mmfuse.data.datasets.twitter`
 (keys documented in :func:`check_span_batch`).
 """
 
@@ -45,17 +45,17 @@ from typing import Any, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from mmfuse.builder import ComponentSpec, build_component
-from mmfuse.config import ConfigError
+from mmfuse.models.builder import ComponentSpec, build_component
+from mmfuse.core.config import ConfigError
 from mmfuse.fusion.residual_attention import Impl, set_attention_impl
 from mmfuse.heads.relation import gate_regions, relation_gate, relation_loss, relation_probability
 from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
-from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
-from mmfuse.models.jml_encoding import ProjectedEncoders
-from mmfuse.models.jml_relation import JMLRelation
-from mmfuse.models.outputs import AspectPrediction, JointSpanOutput
-from mmfuse.models.protocol import FeatureDims, Features
-from mmfuse.models.radm import BERT_BASE
+from mmfuse.core.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
+from mmfuse.models.encoding import ProjectedEncoders
+from mmfuse.models.jml.relation import JMLRelation
+from mmfuse.core.outputs import AspectPrediction, JointSpanOutput
+from mmfuse.core.features import FeatureDims, Features
+from mmfuse.models.radm.model import BERT_BASE
 
 NAME = "jml"
 Gate = Literal["soft", "hard", "none"]
@@ -167,7 +167,7 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
 
 
 def _load_relation(checkpoint: str, where: str) -> JMLRelation:
-    from mmfuse.checkpoint import load_config_from, load_pretrained
+    from mmfuse.models.checkpoint import load_config_from, load_pretrained
 
     folder = Path(checkpoint).expanduser()
     if not folder.is_dir():
@@ -220,7 +220,7 @@ class JML(nn.Module):
         loss_weights: weights of the named losses (``start``, ``end``, ``polarity``, ``relation``);
             default 1 each (eq 22 sums them unweighted).
         decode_top_k, decode_max_span_len, decode_threshold, decode_max_spans, decode_length_penalty:
-            default options of the multi-span decoding (:func:`mmfuse.models.span_decoding.decode_spans`);
+            default options of the multi-span decoding (:func:`mmfuse.models.jml.decoding.decode_spans`);
             ``decode_length_penalty=1`` is Hu et al.'s heuristic ranking (start + end − length), which keeps
             a span over two adjacent aspects from swallowing both.
         impl: attention implementation of every attention (``"auto"``, ``"fused"``, ``"reference"``).

@@ -1,0 +1,1 @@
+"""Collators: lists of raw samples → model batches (``classification``, ``jmasa``)."""

@@ -1,0 +1,1 @@
+"""JML (joint multimodal aspect-sentiment): the model, its relation module, span decoding and presets."""
