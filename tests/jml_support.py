@@ -1,4 +1,4 @@
-"""Test helpers for JML: a handful of tweets and their batches (made by the JointSpanCollator)."""
+"""Test helpers for JML: a handful of tweets and their batches (made by the JMASACollator)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mmfuse.data.datasets.twitter import JointSpanCollator
+from mmfuse.data.collators.jmasa import JMASACollator
 
 #: (words, [(start, end inclusive, polarity)]) — a few tweets with multi-word, adjacent and mixed aspects
 TWEETS: list[tuple[list[str], list[tuple[int, int, int]]]] = [
@@ -23,7 +23,7 @@ def make_span_batch(tokenizer: Any, tweets: Sequence[tuple[list[str], list[tuple
                     image_size: int | None = None, labels: bool = True, seed: int = 0) -> dict[str, Any]:
     """A JML batch for ``tweets`` (and random ``pixel_values`` of ``image_size`` when given)."""
     samples = [{"words": list(words), **({"aspects": list(aspects)} if labels else {})} for words, aspects in tweets]
-    batch = JointSpanCollator(tokenizer, max_length=64)(samples)
+    batch = JMASACollator(tokenizer, max_length=64)(samples)
     if image_size is not None:
         generator = torch.Generator().manual_seed(seed)
         batch["pixel_values"] = torch.randn(len(tweets), 3, image_size, image_size, generator=generator)

@@ -10,7 +10,7 @@ import yaml
 from torch import nn
 
 import mmfuse
-from mmfuse.models.builder import ComponentSpec
+from mmfuse.core.registry import ComponentSpec
 from mmfuse.core.config import ConfigError, deep_merge, load_config, parse_set_overrides, save_config, validate_config
 from mmfuse.core.registry import hookimpl
 
@@ -90,7 +90,7 @@ def test_build_from_dict_and_files(tmp_path):
         ({"widht": 3}, "widht: unknown key (did you mean 'width'?)"),
         ({"encoder": {"depth": "2"}}, "encoder.depth: expected int"),
         ({"encoder": {"dept": 2}}, "encoder.dept: unknown key (did you mean 'depth'?)"),
-        ({"encoder": {"name": "toy-encodr"}}, "unknown encoder 'toy-encodr'. Did you mean 'toy-encoder'?"),
+        ({"encoder": {"name": "toy-encodr"}}, "unknown encoder 'toy-encodr' (did you mean 'toy-encoder'?)"),
         ({"encoder": {"width": 8}}, "encoder.width: is set by the enclosing component"),
     ],
 )

@@ -8,15 +8,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+import mmfuse
 from mmfuse.core.config import ConfigError
 from mmfuse.data import (
-    DATASETS,
     SYNTHETIC_VOCABULARY,
     ClassificationCollator,
     SyntheticDataset,
     build_dataset,
     list_datasets,
-    register_dataset,
 )
 
 VOCAB = {w: k for k, w in enumerate(["[PAD]", "[CLS]", "[SEP]", "[UNK]", *SYNTHETIC_VOCABULARY])}
@@ -154,13 +153,30 @@ def test_registry():
     with pytest.raises(ValueError, match="synthetic: split: expected 'train', 'dev' or 'test', got 'val'"):
         build_dataset("synthetic", "val")
 
+    with pytest.raises(ConfigError, match=r"unknown data set 'MVSA-Single' \(did you mean 'mvsa-single'\?\)"):
+        build_dataset("MVSA-Single", "train")  # suggestions ignore case
+
     def build_tiny(split: str, data_dir: str | None = None, *, size: int = 3) -> SyntheticDataset:
         return SyntheticDataset(split, size=size)
 
-    register_dataset("tiny-test", build_tiny)
+    class TinyPlugin:  # data sets are a registry kind: a plugin adds one like any component
+        @mmfuse.hookimpl
+        def mmfuse_datasets(self):
+            return {"tiny-test": build_tiny}
+
+    mmfuse.register_plugin(TinyPlugin(), name="tiny-datasets")
     try:
+        assert "tiny-test" in list_datasets()
         assert len(build_dataset("tiny-test", "dev", size=4)) == 4
-        with pytest.raises(ValueError, match="'tiny-test' is already registered"):
-            register_dataset("tiny-test", lambda split, data_dir: None)
+        assert mmfuse.get_component("dataset", "tiny-test").plugin == "tiny-datasets"
+
+        class Clash:
+            @mmfuse.hookimpl
+            def mmfuse_datasets(self):
+                return {"tiny-test": lambda split, data_dir: None}
+
+        with pytest.raises(mmfuse.DuplicateComponentError, match="dataset 'tiny-test' is registered by two plugins"):
+            mmfuse.register_plugin(Clash(), name="clash")
     finally:
-        DATASETS.pop("tiny-test")
+        mmfuse.unregister_plugin("tiny-datasets")
+    assert "tiny-test" not in list_datasets()

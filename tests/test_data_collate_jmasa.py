@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mmfuse.data import build_dataset
-from mmfuse.data.collators.jmasa import JointSpanCollator
+from mmfuse.data.collators.jmasa import JMASACollator
 from mmfuse.data.collators.word_alignment import align_words, align_words_batch
 from mmfuse.encoders.tokenizer import build_wordpiece_tokenizer
 
@@ -102,7 +102,7 @@ def test_batch_is_exactly_the_hand_computed_one(tok):
         {"id": "a", "words": ["Chuck", "Bass", "is", "everything", "#", "MCM"], "aspects": [(0, 1, 2), (4, 5, 1)]},
         {"id": "b", "words": ["\u200b", "good"], "aspects": [(1, 1, 0)]},
     ]
-    batch = JointSpanCollator(tok)(samples)
+    batch = JMASACollator(tok)(samples)
     assert set(batch) == {
         "input_ids", "attention_mask", "token_type_ids", "word_starts", "word_mask", "start_labels", "end_labels",
         "spans", "span_mask", "span_polarity", "words",
@@ -127,7 +127,7 @@ def test_batch_is_exactly_the_hand_computed_one(tok):
 
 
 def test_truncated_words_drop_their_spans_and_warn_once(tok):
-    collate = JointSpanCollator(tok, max_length=8)
+    collate = JMASACollator(tok, max_length=8)
     samples = [
         {"words": ["hello", "big", "world", "again", "x"], "aspects": [(0, 0, 1), (1, 2, 2), (4, 4, 0)]},
         {"words": ["a", "b"], "aspects": [(0, 1, 1)]},
@@ -147,15 +147,15 @@ def test_truncated_words_drop_their_spans_and_warn_once(tok):
 def test_fixed_max_spans_pads_and_drops(tok):
     samples = [{"words": list("abcd"), "aspects": [(0, 0, 0), (1, 1, 1), (2, 3, 2)]}, {"words": ["z"], "aspects": []}]
     with pytest.warns(UserWarning, match="1 aspect span"):
-        batch = JointSpanCollator(tok, max_spans=2)(samples)
+        batch = JMASACollator(tok, max_spans=2)(samples)
     assert batch["spans"].shape == (2, 2, 2) and batch["span_mask"].tolist() == [[True, True], [False, False]]
     assert batch["span_polarity"].tolist() == [[0, 1], [-100, -100]] and batch["end_labels"][0].tolist() == [1, 1, 0, 0]
-    wide = JointSpanCollator(tok, max_spans=5)(samples[1:])
+    wide = JMASACollator(tok, max_spans=5)(samples[1:])
     assert wide["spans"].shape == (1, 5, 2) and not wide["span_mask"].any()
 
 
 def test_prediction_inputs_have_no_label_keys(tok):
-    batch = JointSpanCollator(tok, return_ids=True)([{"id": 7, "words": ["good", "day"]}, {"words": ["x"]}])
+    batch = JMASACollator(tok, return_ids=True)([{"id": 7, "words": ["good", "day"]}, {"words": ["x"]}])
     assert not {"spans", "span_mask", "span_polarity", "start_labels", "end_labels"} & set(batch)
     assert batch["ids"] == ["7", ""] and batch["word_mask"].tolist() == [[True, True], [True, False]]
 
@@ -166,21 +166,21 @@ def test_images_need_an_explicit_policy_when_missing(tok):
 
     real = {"id": "r", "words": ["a"], "aspects": [(0, 0, 1)], "image": Image.new("RGB", (9, 7), (255, 0, 0))}
     missing = {"id": "m", "words": ["b"], "aspects": [(0, 0, 1)], "image": None}
-    batch = JointSpanCollator(tok, transform)([real])
+    batch = JMASACollator(tok, transform)([real])
     assert batch["pixel_values"].shape == (1, 3, 4, 4) and "image_mask" not in batch
     with pytest.raises(ValueError, match=r"sample 'm' has no image, but image_transform is set.*missing_image='blank'"):
-        JointSpanCollator(tok, transform)([real, missing])
-    blank = JointSpanCollator(tok, transform, missing_image="blank")([real, missing])
+        JMASACollator(tok, transform)([real, missing])
+    blank = JMASACollator(tok, transform, missing_image="blank")([real, missing])
     assert blank["image_mask"].tolist() == [True, False] and blank["pixel_values"][1].abs().sum() == 0
     assert blank["pixel_values"][0, 0].min() == 255
-    text_only = JointSpanCollator(tok)([real, missing])  # no transform: images are ignored
+    text_only = JMASACollator(tok)([real, missing])  # no transform: images are ignored
     assert "pixel_values" not in text_only and "image_mask" not in text_only
     with pytest.raises(ValueError, match=r"image_transform must return a Tensor \[3, H, W\]"):
-        JointSpanCollator(tok, lambda image: "pixels")([real])
+        JMASACollator(tok, lambda image: "pixels")([real])
 
 
 def test_relation_labels_and_dropped_samples(tok):
-    collate = JointSpanCollator(tok)
+    collate = JMASACollator(tok)
     batch = collate([None, {"words": ["a"], "relation_label": 1}, {"words": ["b"], "relation_label": 0}])
     assert batch["relation_labels"].tolist() == [1, 0] and collate.dropped == 1
     assert collate([None]) is None and collate.dropped == 2
@@ -205,18 +205,18 @@ def test_relation_labels_and_dropped_samples(tok):
 )
 def test_bad_samples_fail_with_a_clear_message(tok, sample, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        JointSpanCollator(tok)([sample])
+        JMASACollator(tok)([sample])
 
 
 def test_bad_arguments(tok):
     with pytest.raises(ValueError, match="max_length: expected a positive int"):
-        JointSpanCollator(tok, max_length=0)
+        JMASACollator(tok, max_length=0)
     with pytest.raises(ValueError, match="max_spans: expected a positive int or None"):
-        JointSpanCollator(tok, max_spans=0)
+        JMASACollator(tok, max_spans=0)
     with pytest.raises(ValueError, match="missing_image: expected 'error' or 'blank'"):
-        JointSpanCollator(tok, missing_image="black")
+        JMASACollator(tok, missing_image="black")
     with pytest.raises(TypeError, match="image_transform: expected a callable"):
-        JointSpanCollator(tok, image_transform=3)
+        JMASACollator(tok, image_transform=3)
 
 
 def test_dataloader_over_a_twitter_file(tmp_path, tok):
@@ -227,6 +227,6 @@ def test_dataloader_over_a_twitter_file(tmp_path, tok):
         "3\t0\t6.jpg\tugh $T$\tMonday\n"
     )
     data = build_dataset("twitter2015", "train", tmp_path)
-    (batch,) = DataLoader(data, batch_size=4, collate_fn=JointSpanCollator(tok))
+    (batch,) = DataLoader(data, batch_size=4, collate_fn=JMASACollator(tok))
     assert batch["spans"].tolist() == [[[0, 1], [4, 5]], [[1, 1], [0, 0]]]
     assert batch["span_polarity"].tolist() == [[2, 1], [0, -100]]

@@ -172,10 +172,10 @@ def test_alignment_on_the_real_tokens(joint, wordpiece, tmp_path_factory):
 
 @pytest.mark.data
 def test_joint_collator_on_the_real_dev_split(joint, wordpiece):
-    from mmfuse.data.datasets.twitter import JointSpanCollator
+    from mmfuse.data.collators.jmasa import JMASACollator
 
     dev = joint["dev"]
-    collate = JointSpanCollator(wordpiece, max_length=512)
+    collate = JMASACollator(wordpiece, max_length=512)
     samples = [dev[i] for i in range(len(dev))]
     batch = collate(samples)
     assert collate.truncated_words == 0 and collate.dropped_spans == 0

@@ -10,12 +10,12 @@ from jml_support import TWEETS, make_span_batch
 from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
-from mmfuse.models.builder import build_component
+from mmfuse.core.registry import build_component
 from mmfuse.core.config import ConfigError
 from mmfuse.heads.relation import gate_regions, relation_gate
 from mmfuse.heads.span import MASKED_LOGIT, polarity_loss, span_attention_pool, span_boundary_loss
 from mmfuse.core.batch import BatchError
-from mmfuse.core.outputs import JointSpanOutput
+from mmfuse.models.jml.outputs import JMLOutput
 
 TINY_REGIONS = {"name": "timm-regions", "model_name": "resnet18", "img_size": 64, "grid_size": 4,
                 "layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16, "output_stride": 16}
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def models() -> dict:
     torch.manual_seed(0)
-    return {name: mmfuse.build_model(name).eval() for name in ("jml-tiny", "jml-hard-tiny", "jml-text-tiny")}
+    return {name: mmfuse.build_model(name).eval() for name in ("jml-tiny", "jml-tiny-hard", "jml-tiny-text")}
 
 
 def _batch(model, tweets=TWEETS, labels=True):
@@ -106,7 +106,7 @@ def test_hard_gate_is_binary_with_straight_through_gradient():
         relation_gate(p, "sometimes")
 
 
-@pytest.mark.parametrize("name", ["jml-tiny", "jml-hard-tiny"])
+@pytest.mark.parametrize("name", ["jml-tiny", "jml-tiny-hard"])
 def test_gates_scale_the_regions_as_named(models, name):
     model = models[name]
     batch = _batch(model)
@@ -118,7 +118,7 @@ def test_gates_scale_the_regions_as_named(models, name):
     expected_gate = p if name == "jml-tiny" else (p >= 0.5).float()
     torch.testing.assert_close(output.relation_gate, expected_gate)
     torch.testing.assert_close(output.regions, ungated * expected_gate[:, None, None])
-    if name == "jml-hard-tiny":
+    if name == "jml-tiny-hard":
         for adds in (False, True):
             saved = {k: v.clone() for k, v in model.relation.head.w2.state_dict().items()}
             _force_relation(model, adds)
@@ -153,13 +153,13 @@ def test_soft_gate_changes_the_predictions_with_the_relation(models):
 
 
 # -- shapes and structure of the presets -----------------------------------------------------------------
-@pytest.mark.parametrize("name", ["jml-tiny", "jml-hard-tiny", "jml-text-tiny"])
+@pytest.mark.parametrize("name", ["jml-tiny", "jml-tiny-hard", "jml-tiny-text"])
 def test_preset_shapes_and_named_losses(models, name):
     model = models[name]
     batch = _batch(model)
     output = model(batch)
     b, w = batch["word_mask"].shape
-    assert isinstance(output, JointSpanOutput)
+    assert isinstance(output, JMLOutput)
     assert output.start_logits.shape == output.end_logits.shape == (b, w)
     assert output.polarity_logits.shape == (b, batch["spans"].shape[1], 3)
     assert output.word_states.shape == (b, w, model.d_model)
@@ -173,7 +173,7 @@ def test_preset_shapes_and_named_losses(models, name):
 
 
 def test_text_variant_has_no_image_modules(models):
-    model = models["jml-text-tiny"]
+    model = models["jml-tiny-text"]
     names = [name for name, _ in model.named_parameters()]
     assert not [n for n in names if "image" in n or "relation" in n or "cross_attention" in n]
     assert model.relation is None and model.encoders.image_encoder is None
@@ -194,7 +194,7 @@ def test_relation_labels_add_the_relation_loss():
     assert set(output.losses) == {"start", "end", "polarity", "relation"}
     output.loss.backward()
     assert model.relation.head.w2.weight.grad.abs().sum() > 0
-    text = mmfuse.build_model("jml-text-tiny")
+    text = mmfuse.build_model("jml-tiny-text")
     with pytest.raises(BatchError, match="relation_labels: this model has no relation module"):
         text(dict(_batch(text), relation_labels=torch.tensor([1] * len(TWEETS))))
 
@@ -242,13 +242,13 @@ def test_boundary_and_polarity_losses_by_hand():
 # -- bad configs and batches -------------------------------------------------------------------------------
 def test_bad_configs_fail_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match="gate: a text-only JML"):
-        mmfuse.build_model("jml-text-tiny", gate="soft")
+        mmfuse.build_model("jml-tiny-text", gate="soft")
     with pytest.raises(ConfigError, match="relation: gate 'none' uses no relation module"):
-        mmfuse.build_model("jml-norel-tiny", relation={"text_encoder": "x"})
+        mmfuse.build_model("jml-tiny-norel", relation={"text_encoder": "x"})
     with pytest.raises(ConfigError, match="needs exactly one of `relation`"):
         mmfuse.build_model("jml-tiny", relation=None)
     with pytest.raises(ConfigError, match="loss_weights: unknown losses"):
-        mmfuse.build_model("jml-text-tiny", loss_weights={"sentiment": 1.0})
+        mmfuse.build_model("jml-tiny-text", loss_weights={"sentiment": 1.0})
     with pytest.raises(ConfigError, match="relation_checkpoint: .* is not a folder"):
         mmfuse.build_model("jml-tiny", relation=None, relation_checkpoint=str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="same tokenizer"):
@@ -290,14 +290,14 @@ def test_bad_batches_fail_naming_the_key(models):
 def test_full_size_presets_describe_the_paper_setting():
     from mmfuse.models.builder import resolve_model_config
 
-    jml = resolve_model_config("jml")
+    jml = resolve_model_config("jml-base")
     assert jml["d_model"] == 768 and jml["n_heads"] == 8 and jml["gate"] == "soft"
     assert jml["text_encoder"]["config"]["hidden_size"] == 768
     assert (jml["image_encoder"]["model_name"], jml["image_encoder"]["grid_size"]) == ("resnet50", 7)
     assert jml["relation"]["image_encoder"]["model_name"] == "resnet50"
-    assert resolve_model_config("jml-hard")["gate"] == "hard"
-    text = resolve_model_config("jml-text")
+    assert resolve_model_config("jml-base-hard")["gate"] == "hard"
+    text = resolve_model_config("jml-base-text")
     assert text["image_encoder"] is None and text["relation"] is None and text["gate"] == "none"
-    assert resolve_model_config("jml-relation")["model"] == "jml-relation"
-    assert {"jml-tiny", "jml-hard-tiny", "jml-text-tiny", "jml-norel-tiny", "jml-relation-tiny"} <= set(
+    assert resolve_model_config("jml-relation-base")["model"] == "jml-relation"
+    assert {"jml-tiny", "jml-tiny-hard", "jml-tiny-text", "jml-tiny-norel", "jml-relation-tiny"} <= set(
         mmfuse.list_components("preset"))

@@ -15,9 +15,9 @@ from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
 from mmfuse.metrics.span import span_metrics
-from mmfuse.tasks.jmasa import JMASA, JointSpanEvaluator, gold_aspects
-from mmfuse.core.outputs import AspectPrediction
-from mmfuse.tasks.classification import get_task
+from mmfuse.tasks.jmasa import JMASA, JMASAEvaluator, gold_aspects
+from mmfuse.models.jml.outputs import AspectPrediction
+from mmfuse.tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCHEMA = {"polarities": ["negative", "neutral", "positive"]}
@@ -34,7 +34,7 @@ def test_task_is_registered_by_name():
 def test_evaluator_sums_batches_like_span_metrics():
     gold = [[(0, 1, 2), (3, 3, 1)], [(2, 4, 0)], [(1, 1, 1)]]
     predicted = [[(0, 1, 2), (3, 3, 0)], [(2, 3, 0)], [(1, 1, 1), (4, 4, 2)]]
-    evaluator = JointSpanEvaluator(SCHEMA)
+    evaluator = JMASAEvaluator(SCHEMA)
     for rows in ([0, 1], [2]):  # two batches
         output = SimpleNamespace(predictions=[[_aspect(*a) for a in predicted[i]] for i in rows])
         evaluator.update({"gold_aspects": [gold[i] for i in rows]}, output)
@@ -47,7 +47,7 @@ def test_evaluator_sums_batches_like_span_metrics():
 
 
 def test_aspects_cut_by_truncation_still_count_as_gold():
-    model = mmfuse.build_model("jml-text-tiny")
+    model = mmfuse.build_model("jml-tiny-text")
     collate = JMASA.build_collator(model.get_processor(), SCHEMA, False)
     collate.collator.max_length = 6  # [CLS] + 4 sub-tokens + [SEP]: the last words are cut
     words, aspects = TWEETS[0]
@@ -60,7 +60,7 @@ def test_aspects_cut_by_truncation_still_count_as_gold():
 
 def test_predictions_are_formatted_with_tagged_text():
     torch.manual_seed(0)
-    model = mmfuse.build_model("jml-text-tiny").eval()
+    model = mmfuse.build_model("jml-tiny-text").eval()
     collate = JMASA.build_collator(model.get_processor(), SCHEMA, True)
     batch = collate([{"id": "t1", "text": " ".join(TWEETS[5][0])}])  # a --inputs line: text only
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_cli_trains_evaluates_and_predicts_jmasa(shared_data, tmp_path):
     env = subprocess_env()
     run = [sys.executable, "-m", "mmfuse"]
     train = subprocess.run(
-        [*run, "train", "jml-text-tiny", "--task", "jmasa", "--dataset", "twitter2015", "--data-dir", str(data),
+        [*run, "train", "jml-tiny-text", "--task", "jmasa", "--dataset", "twitter2015", "--data-dir", str(data),
          "--output-dir", str(tmp_path / "run"), "--max-steps", "4", "--batch-size", "8", "--learning-rate", "3e-3",
          "--metric-for-best-model", "joint_f1", "--set", "decode_threshold=0.0"],
         env=env, capture_output=True, text=True, timeout=300,

@@ -15,7 +15,7 @@ from mmfuse.models.jml.model import render_aspects
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("name", ["jml-tiny", "jml-text-tiny"])
+@pytest.mark.parametrize("name", ["jml-tiny", "jml-tiny-text"])
 def test_tiny_model_memorises_tweets_to_joint_f1_one(name):
     torch.manual_seed(0)
     model = mmfuse.build_model(name)
@@ -74,7 +74,7 @@ def test_relation_module_trains_and_loads_into_jml(tmp_path):
     assert torch.equal(output.logits["image_adds"].argmax(-1), batch["labels"]["image_adds"])
 
     save_pretrained(relation, tmp_path / "relation")
-    jml = mmfuse.build_model("jml-hard-tiny", relation=None, relation_checkpoint=str(tmp_path / "relation"),
+    jml = mmfuse.build_model("jml-tiny-hard", relation=None, relation_checkpoint=str(tmp_path / "relation"),
                              freeze_relation=True).train()
     assert not jml.relation.training and all(not p.requires_grad for p in jml.relation.parameters())
     span_batch = make_span_batch(jml.tokenizer, TWEETS[:4], image_size=64)
@@ -87,6 +87,6 @@ def test_relation_module_trains_and_loads_into_jml(tmp_path):
 
 
 def test_relation_checkpoint_must_hold_a_relation_model(tmp_path):
-    save_pretrained(mmfuse.build_model("jml-text-tiny"), tmp_path / "other")
+    save_pretrained(mmfuse.build_model("jml-tiny-text"), tmp_path / "other")
     with pytest.raises(mmfuse.core.config.ConfigError, match="holds a 'jml' model, expected 'jml-relation'"):
         mmfuse.build_model("jml-tiny", relation=None, relation_checkpoint=str(tmp_path / "other"))

@@ -81,8 +81,8 @@ from mmfuse.data import ClassificationCollator, SyntheticDataset
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
-preset = mmfuse.get_component("preset", "radm-film-tiny")
-model = mmfuse.build_model("radm-film-tiny")
+preset = mmfuse.get_component("preset", "radm-tiny-film")
+model = mmfuse.build_model("radm-tiny-film")
 collate = ClassificationCollator(model.get_processor(train=False))
 data = SyntheticDataset("train", size=32, seed=0)
 batches = list(DataLoader(data, batch_size=16, shuffle=False, collate_fn=collate))
@@ -136,7 +136,7 @@ def test_mmfuse_list_shows_the_plugin(film_site):
     assert proc.returncode == 0, proc.stderr
     rows = [re.split(r"\s*│\s*", line.strip("│ ")) for line in proc.stdout.splitlines() if "│" in line]
     assert ["fusion", "film", "mmfuse-film"] in [row[:3] for row in rows], proc.stdout
-    assert ["preset", "radm-film-tiny", "mmfuse-film"] in [row[:3] for row in rows], proc.stdout
+    assert ["preset", "radm-tiny-film", "mmfuse-film"] in [row[:3] for row in rows], proc.stdout
 
 
 # -- the FiLM block ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 #: radm-tiny at 32×32 (a 4×4 patch grid): the same model, a sixteenth of the image tokens
 SMALL = {"image_encoder.img_size": 32}
 TINY_PRESETS = ["radm-tiny", "radm-tiny-rm_rg", "radm-tiny-realformer", "radm-tiny-rm_c"]
-BIG_PRESETS = ["radm", "radm-rm_rg", "radm-realformer", "radm-rm_c"]
+BIG_PRESETS = ["radm-base", "radm-base-rm_rg", "radm-base-realformer", "radm-base-rm_c"]
 MSED_TASKS = {"sentiment": 3, "emotion": 6, "desire": 7}
 
 
@@ -48,6 +48,71 @@ def modes(model: torch.nn.Module, block: str) -> list[str]:
 
 def n_params(module: torch.nn.Module, match: str = "") -> int:
     return sum(p.numel() for name, p in module.named_parameters() if match in name)
+
+
+# ---------------------------------------------------------------------------------------------
+# composition: RADM takes modules; build_model only builds them from a config
+# ---------------------------------------------------------------------------------------------
+class ConcatFusion(torch.nn.Module):
+    """A hand-written fusion block (not registered): each side attends to nothing, it only mixes in
+    the other side's masked mean, so the test can tell the model really uses the module it gets."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.mix = torch.nn.Linear(2 * d_model, d_model)
+
+    def forward(self, text, text_mask, image, image_mask, return_attentions=False):
+        from mmfuse.fusion.pooling import masked_mean
+        from mmfuse.fusion.protocol import FusionOutput
+
+        t, i = masked_mean(text, text_mask), masked_mean(image, image_mask)
+        text = self.mix(torch.cat([text, i[:, None].expand_as(text)], dim=-1))
+        image = self.mix(torch.cat([image, t[:, None].expand_as(image)], dim=-1))
+        return FusionOutput(text, image, {"concat": [torch.zeros(text.shape[0], 1, 1, 1)]} if return_attentions else None)
+
+
+def test_radm_from_hand_made_modules_equals_the_built_preset():
+    from mmfuse.encoders.text import HFTextEncoder
+    from mmfuse.encoders.vit import TimmViTEncoder
+    from mmfuse.fusion.interaction import RADMInteraction
+    from mmfuse.fusion.self_fusion import SelfFusionEncoder
+    from mmfuse.heads.classification import ClassificationHeads
+
+    config = mmfuse.resolve_model_config("radm-tiny", **SMALL)
+    built = tiny()  # seed 0, same config
+
+    def spec(key):  # the preset's options of one part, without the registry name
+        return {k: v for k, v in config[key].items() if k != "name"}
+
+    torch.manual_seed(0)  # same construction order as the registered factory: encoders, blocks, heads
+    text = HFTextEncoder(**spec("text_encoder"))
+    image = TimmViTEncoder(**spec("image_encoder"))
+    fusion = RADMInteraction(d_model=64, **spec("fusion"))
+    self_fusion = SelfFusionEncoder(d_model=64, **spec("self_fusion"))
+    heads = ClassificationHeads(d_in=128, **spec("heads"))
+    by_hand = RADM(text, image, fusion, self_fusion, heads, d_model=64, dropout=config["dropout"])
+    assert by_hand.fusion is fusion and by_hand.text_encoder is text and by_hand.heads is heads
+
+    built_state, hand_state = built.state_dict(), by_hand.state_dict()
+    assert list(built_state) == list(hand_state)
+    for key, value in built_state.items():
+        torch.testing.assert_close(hand_state[key], value, rtol=0, atol=0, msg=key)
+    batch = make_batch(built, n=3)
+    torch.testing.assert_close(by_hand.eval()(batch).logits["sentiment"], built.eval()(batch).logits["sentiment"])
+
+
+def test_radm_uses_any_fusion_module_it_is_given():
+    parts = tiny()
+    model = RADM(parts.text_encoder, parts.image_encoder, ConcatFusion(64), None, parts.heads, d_model=64).eval()
+    batch = make_batch(model, n=2)
+    out = model(batch, return_attentions=True)
+    assert set(out.attentions) == {"concat"} and out.logits["sentiment"].shape == (2, 3)
+    out.loss.backward()
+    assert model.fusion.mix.weight.grad.abs().sum() > 0  # the hand-made block is trained
+    with pytest.raises(TypeError, match="fusion: expected an nn.Module"):
+        RADM(parts.text_encoder, parts.image_encoder, "radm-interaction", None, parts.heads, d_model=64)
+    with pytest.raises(mmfuse.ConfigError, match="heads: Linear lacks tasks, losses, check_labels"):
+        RADM(parts.text_encoder, parts.image_encoder, ConcatFusion(64), None, torch.nn.Linear(128, 3), d_model=64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,11 +160,11 @@ def test_big_presets_on_meta_device_have_the_paper_sizes(preset):
     assert n_params(model.image_encoder) == 86_567_656 - 769_000
     assert model.image_encoder.image_size == (224, 224) and model.image_encoder.grid_size == (14, 14)
     assert model.d_model == 768 and model.feature_dims.fused == 1536
-    mode = {"radm-rm_rg": "none", "radm-realformer": "residual"}.get(preset, "gated")
-    cross = preset != "radm-rm_c"
+    mode = {"radm-base-rm_rg": "none", "radm-base-realformer": "residual"}.get(preset, "gated")
+    cross = preset != "radm-base-rm_c"
     fusion = n_params(model.fusion) + n_params(model.self_fusion)
     assert fusion == _fusion_parameters(768, 12, 6, 2, mode, cross)
-    assert n_params(model.text_proj) == n_params(model.image_proj) == 768 * 768 + 768
+    assert n_params(model.encoders.text_proj) == n_params(model.encoders.image_proj) == 768 * 768 + 768
     assert n_params(model.heads) == (1536 * 768 + 768) + (768 * 3 + 3)
 
 
@@ -371,7 +436,7 @@ def test_itc_and_itm_auxiliary_losses_attach_and_backpropagate():
     assert all(torch.isfinite(v) and v > 0 for v in out.losses.values())
     torch.testing.assert_close(out.loss, out.losses["sentiment"] + 0.1 * (out.losses["itc"] + out.losses["itm"]))
     out.loss.backward()
-    for name in ("aux_losses.itm.head.weight", "text_proj.0.weight", "image_proj.0.weight"):
+    for name in ("aux_losses.itm.head.weight", "encoders.text_proj.0.weight", "encoders.image_proj.0.weight"):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.aux_losses["itc"].parameters())

@@ -68,10 +68,38 @@ def test_unknown_name_lists_known_and_suggests():
             mmfuse.get_component("fusion", "test-tiny-fuson")
         msg = str(err.value)
         assert "unknown fusion 'test-tiny-fuson'" in msg
-        assert "Did you mean 'test-tiny-fusion'?" in msg
+        assert "(did you mean 'test-tiny-fusion'?)" in msg
         assert "test-other-fusion" in msg  # the known names are listed
+        with pytest.raises(UnknownComponentError, match=r"\(did you mean 'test-tiny-fusion'\?\)"):
+            mmfuse.get_component("fusion", "Test-Tiny-Fusion")  # suggestions ignore case
     finally:
         mmfuse.unregister_plugin("test-fusion-plugin")
+
+
+def test_unknown_names_are_config_errors_with_one_message_format():
+    # the same helper answers every kind, so models, data sets and tasks fail alike
+    for kind, name, message in (("model", "RADM", "unknown model 'RADM' (did you mean 'radm'?)"),
+                                ("dataset", "twiter2015", "unknown data set 'twiter2015' (did you mean 'twitter2015'?)"),
+                                ("task", "jmsa", "unknown task 'jmsa' (did you mean 'jmasa'?)")):
+        with pytest.raises(mmfuse.ConfigError) as err:
+            mmfuse.get_component(kind, name)
+        assert str(err.value).startswith(message), str(err.value)
+        assert isinstance(err.value, UnknownComponentError) and isinstance(err.value, KeyError)
+
+
+def test_names_are_unique_across_kinds():
+    names = [name for names in mmfuse.list_components().values() for name in names]
+    assert len(names) == len(set(names))
+
+    class Clash:  # a data set named like a built-in preset
+        @mmfuse.hookimpl
+        def mmfuse_datasets(self):
+            return {"radm-tiny": lambda split, data_dir=None: None}
+
+    with pytest.raises(DuplicateComponentError, match="'radm-tiny' is registered as a preset by 'mmfuse.models' "
+                                                      "and as a dataset by 'clash'"):
+        mmfuse.register_plugin(Clash(), name="clash")
+    assert "clash" not in mmfuse.get_registry().plugins()
 
 
 def test_unknown_kind_is_rejected():

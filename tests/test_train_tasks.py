@@ -8,45 +8,61 @@ from train_support import synthetic
 
 from mmfuse.core.config import ConfigError
 from mmfuse.core.outputs import ClassificationOutput
-from mmfuse.train import TASKS, TrainTask, get_task, register_task
+import mmfuse
+from mmfuse.tasks import TrainTask, get_task, list_tasks
 from mmfuse.tasks.classification import CLASSIFICATION, configure_classification_model
 
 
+class TaskPlugin:
+    """A plugin adding one task eagerly and one lazily (a zero-argument callable)."""
+
+    def __init__(self, task: TrainTask) -> None:
+        self.task = task
+
+    @mmfuse.hookimpl
+    def mmfuse_tasks(self):
+        return {"accuracy-only": self.task, "lazy-classification": lambda: CLASSIFICATION, "not-a-task": dict}
+
+
 @pytest.fixture
-def restore_tasks():
-    saved = dict(TASKS)
-    yield
-    TASKS.clear()
-    TASKS.update(saved)
+def task_plugin():
+    task = TrainTask(**{**CLASSIFICATION.__dict__, "name": "accuracy-only", "default_metric": "accuracy"})
+    plugin = TaskPlugin(task)
+    mmfuse.register_plugin(plugin, name="test-tasks")
+    yield task
+    mmfuse.unregister_plugin("test-tasks")
 
 
-def test_lazy_registration_resolves_on_first_use(restore_tasks):
-    register_task("mmfuse.tasks.classification:CLASSIFICATION", name="lazy-classification")
-    assert isinstance(TASKS["lazy-classification"], str)
+def test_plugins_add_tasks_eagerly_and_lazily(task_plugin):
+    assert {"accuracy-only", "classification", "jmasa", "lazy-classification"} <= set(list_tasks())
+    assert get_task("accuracy-only") is task_plugin
     assert get_task("lazy-classification") is CLASSIFICATION
-    assert TASKS["lazy-classification"] is CLASSIFICATION  # cached after the import
-    register_task("mmfuse.tasks.classification:TASKS", name="not-a-task")
-    with pytest.raises(TypeError, match="is not a mmfuse.train.TrainTask"):
+    assert mmfuse.get_component("task", "accuracy-only").plugin == "test-tasks"
+    with pytest.raises(TypeError, match="'not-a-task' .*is not a mmfuse.tasks.TrainTask"):
         get_task("not-a-task")
 
 
-def test_registry_errors(restore_tasks):
+def test_registry_errors():
     with pytest.raises(ConfigError, match="unknown task 'clasification' \\(did you mean 'classification'\\?\\)"):
         get_task("clasification")
-    other = TrainTask(**{**CLASSIFICATION.__dict__, "name": "classification"})
-    with pytest.raises(ValueError, match="already registered"):
-        register_task(other)
-    register_task(other, replace=True)
-    assert get_task("classification") is other
-    with pytest.raises(ValueError, match="register_task\\('module:attribute', name\\)"):
-        register_task("mmfuse.tasks.classification:CLASSIFICATION")
+    with pytest.raises(ConfigError, match="unknown task 'JMASA' \\(did you mean 'jmasa'\\?\\)"):
+        get_task("JMASA")
+
+    class Clash:
+        @mmfuse.hookimpl
+        def mmfuse_tasks(self):
+            return {"classification": CLASSIFICATION}
+
+    with pytest.raises(mmfuse.DuplicateComponentError, match="task 'classification' is registered by two plugins"):
+        mmfuse.register_plugin(Clash(), name="clash")
+    assert "clash" not in mmfuse.get_registry().plugins()
 
 
 def test_classification_hooks():
     dev = synthetic("dev", 4, tasks=["sentiment", "match"])
     schema = CLASSIFICATION.label_schema(dev)
     assert schema == {"tasks": {"sentiment": ["negative", "neutral", "positive"], "match": ["no", "yes"]}}
-    config = {"model": "radm", "heads": {"name": "classification", "tasks": {"sentiment": 3}},
+    config = {"model": "radm", "heads": {"name": "classifier", "tasks": {"sentiment": 3}},
               "task_weights": {"sentiment": 2.0}}
     adapted = configure_classification_model(config, schema)
     assert adapted["heads"]["tasks"] == {"sentiment": 3, "match": 2} and config["heads"]["tasks"] == {"sentiment": 3}

@@ -29,7 +29,7 @@ from typing import Any
 
 from mmfuse.bench.provenance import command_line, cpu_name, git_revision, load_average
 
-DEFAULT_PRESETS = {"cpu": "radm-tiny", "cuda": "radm"}
+DEFAULT_PRESETS = {"cpu": "radm-tiny", "cuda": "radm-base"}
 DEFAULT_BATCH = {"cpu": 16, "cuda": 32}
 DEFAULT_AMP = {"cpu": "none", "cuda": "bf16"}
 IMPLS = ("fused", "reference")

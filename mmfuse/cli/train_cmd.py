@@ -10,7 +10,7 @@ from typing import Any
 from mmfuse.cli.common import add_dataclass_arguments, add_dataset_arguments, parse_key_values, print_json
 from mmfuse.core.config import ConfigError, load_config, save_config
 from mmfuse.train.arguments import TrainingArguments
-from mmfuse.tasks.classification import list_tasks
+from mmfuse.tasks import list_tasks
 
 RUN_CONFIG_NAME = "run.yaml"
 RUN_KEYS = ("model", "set", "dataset", "task", "eval_split", "training")
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=None,
                    help="override a model config entry, repeatable (dotted keys, e.g. fusion.mode=none)")
     p.add_argument("--task", help=f"training task: {', '.join(list_tasks())} (default: classification; "
-                                  "plugins add more, see docs/training.md)")
+                                  "plugins add more through the mmfuse_tasks hook, see docs/plugins.md)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in --output-dir (or from CHECKPOINT); settings "
                         "missing on the command line come from the run's run.yaml")
@@ -102,7 +102,8 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from mmfuse.models.builder import build_model, resolve_model_config
     from mmfuse.data import build_dataset
-    from mmfuse.train import Trainer, get_task, seed_everything
+    from mmfuse.tasks import get_task
+    from mmfuse.train import Trainer, seed_everything
 
     config = _run_config(args)
     training = TrainingArguments.from_dict(config["training"])

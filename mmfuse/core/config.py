@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import copy
-import difflib
 import inspect
 import json
 import os
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Union
 
 import yaml
+
+from mmfuse.core.names import did_you_mean
 
 
 class ConfigError(ValueError):
@@ -269,8 +270,7 @@ def validate_config(
             raise ConfigError(f"{prefix}{key}: is set by the enclosing component and cannot be configured here")
         if key not in params and not var_kw:
             configurable = sorted(set(params) - set(provided))  # injected arguments are not options
-            close = difflib.get_close_matches(str(key), configurable, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(str(key), configurable, cutoff=0.6)
             raise ConfigError(
                 f"{prefix}{key}: unknown key{hint}; valid keys are {', '.join(configurable) or '(none)'}"
             )

@@ -1,9 +1,10 @@
-"""The component registry: one pluggy plugin manager for project ``mmfuse``.
+"""The registry: one pluggy plugin manager for project ``mmfuse``, for every kind of entry.
 
-Every component (encoder, fusion block, head, loss, model architecture, preset) is a
-*name → factory* entry contributed by a plugin through one hook per kind. mmfuse's own
-components come from built-in plugin modules registered through the very same hooks, so
-third-party code and the library share one path.
+Every entry (encoder, fusion block, head, loss, model architecture, preset, data set, training
+task) is a *name → factory* entry contributed by a plugin through one hook per kind. mmfuse's
+own entries come from built-in plugin modules registered through the very same hooks, so
+third-party code and the library share one path. A name is unique across all kinds, so
+``radm-tiny`` or ``jmasa`` always means one thing.
 
 Plugins reach the manager in three ways:
 
@@ -15,18 +16,23 @@ Plugins reach the manager in three ways:
 A factory is any callable returning the component (usually an ``nn.Module`` class or a
 function). Its signature *is* its config schema: :func:`mmfuse.core.config.call_with_config`
 checks config keys and value types against it, so errors name the offending key.
+:func:`build_component` builds a registered component from a spec (``"name"`` or
+``{"name": ..., **options}``); :func:`lookup` is the one lookup-and-suggest helper every
+name table of mmfuse uses.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import pluggy
+
+from mmfuse.core.config import ConfigError, call_with_config
+from mmfuse.core.names import did_you_mean
 
 PROJECT = "mmfuse"
 ENTRY_POINT_GROUP = "mmfuse"
@@ -42,8 +48,12 @@ KIND_HOOKS: dict[str, str] = {
     "loss": "mmfuse_losses",
     "model": "mmfuse_models",
     "preset": "mmfuse_presets",
+    "dataset": "mmfuse_datasets",
+    "task": "mmfuse_tasks",
 }
 KINDS: tuple[str, ...] = tuple(KIND_HOOKS)
+#: how error messages name each kind
+KIND_LABELS: dict[str, str] = {kind: kind for kind in KINDS} | {"dataset": "data set"}
 
 #: Built-in plugin modules; each defines ``@hookimpl`` functions for the kinds it contributes.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -52,6 +62,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmfuse.heads",
     "mmfuse.losses",
     "mmfuse.models",
+    "mmfuse.data.datasets",
+    "mmfuse.tasks",
 )
 
 
@@ -82,20 +94,47 @@ class MMFuseHookSpecs:
     def mmfuse_presets(self) -> Mapping[str, Mapping[str, Any] | Callable[[], Mapping[str, Any]]] | None:
         """Named model configs (a dict, or a zero-argument callable returning one) with a ``model`` key."""
 
+    @hookspec
+    def mmfuse_datasets(self) -> Mapping[str, Callable[..., Any]] | None:
+        """Data sets: builders ``builder(split, data_dir, **options) -> Dataset`` (see :mod:`mmfuse.data.datasets`)."""
+
+    @hookspec
+    def mmfuse_tasks(self) -> Mapping[str, Any] | None:
+        """Training tasks: :class:`mmfuse.tasks.TrainTask` objects, or zero-argument callables returning one."""
+
 
 class RegistryError(LookupError):
     """Base class of registry lookup / registration errors."""
 
 
-class UnknownComponentError(RegistryError, KeyError):
-    """A name that no plugin registered for that kind."""
+class UnknownComponentError(RegistryError, KeyError, ConfigError):
+    """A name that no plugin registered for that kind (also a :class:`~mmfuse.core.config.ConfigError`:
+    the name usually comes from a config or the command line)."""
 
     def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
         return str(self.args[0]) if self.args else ""
 
 
 class DuplicateComponentError(RegistryError):
-    """Two plugins registered the same name for the same kind."""
+    """Two plugins registered the same name, or one name is registered for two kinds."""
+
+
+T = TypeVar("T")
+
+
+def lookup(entries: Mapping[str, T], name: str, what: str, where: str | None = None) -> T:
+    """``entries[name]``, or :class:`UnknownComponentError` naming ``what`` (``"model"``, ``"data set"``,
+    ...), the closest known name and all known names. ``where`` prefixes the message (a config key)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{where + ': ' if where else ''}{what} name must be a string, got "
+                        f"{type(name).__name__}: {name!r}")
+    if name in entries:
+        return entries[name]
+    known = sorted(entries)
+    raise UnknownComponentError(
+        f"{where + ': ' if where else ''}unknown {what} {name!r}{did_you_mean(name, known)}; "
+        f"known: {', '.join(known) if known else '(none)'}"
+    )
 
 
 @dataclass(frozen=True)
@@ -194,6 +233,7 @@ class Registry:
         if self._index is not None:
             return self._index
         index: dict[str, dict[str, ComponentInfo]] = {kind: {} for kind in KINDS}
+        owners: dict[str, ComponentInfo] = {}  # name -> entry, across kinds
         for kind, hook_name in KIND_HOOKS.items():
             hook = getattr(self.pm.hook, hook_name)
             for impl in hook.get_hookimpls():
@@ -216,7 +256,13 @@ class Registry:
                             f"{kind} {name!r} is registered by two plugins: {other!r} and "
                             f"{impl.plugin_name!r}; uninstall or rename one of them"
                         )
-                    index[kind][name] = ComponentInfo(kind, name, factory, impl.plugin_name)
+                    other_kind = owners.get(name)
+                    if other_kind is not None:
+                        raise DuplicateComponentError(
+                            f"{name!r} is registered as a {other_kind.kind} by {other_kind.plugin!r} and as a "
+                            f"{kind} by {impl.plugin_name!r}; names must be unique across kinds, rename one"
+                        )
+                    index[kind][name] = owners[name] = ComponentInfo(kind, name, factory, impl.plugin_name)
         self._index = index
         return index
 
@@ -232,16 +278,7 @@ class Registry:
         self._setup()
         with self._lock:
             entries = self._build_index()[kind]
-        if not isinstance(name, str):
-            raise TypeError(f"{kind} name must be a string, got {type(name).__name__}: {name!r}")
-        if name not in entries:
-            known = sorted(entries)
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownComponentError(
-                f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known) if known else '(none)'}"
-            )
-        return entries[name]
+        return lookup(entries, name, KIND_LABELS[kind])
 
     def names(self, kind: str) -> list[str]:
         self._checked_kind(kind)
@@ -299,3 +336,28 @@ def list_components(kind: str | None = None) -> dict[str, list[str]] | list[str]
     if kind is not None:
         return reg.names(kind)
     return {k: reg.names(k) for k in KINDS}
+
+
+ComponentSpec = str | Mapping[str, Any]
+
+
+def build_component(kind: str, spec: ComponentSpec, where: str | None = None, **extra: Any) -> Any:
+    """Build a registered component from ``"name"`` or ``{"name": ..., **options}``.
+
+    ``extra`` are arguments the caller supplies itself (e.g. ``d_model``); they may not also
+    appear in ``spec``. ``where`` is the key path used in error messages.
+    """
+    where = where or kind
+    if isinstance(spec, str):
+        name, options = spec, {}
+    elif isinstance(spec, Mapping):
+        if "name" not in spec:
+            raise ConfigError(f"{where}.name: missing required key (the {kind} to build)")
+        name = spec["name"]
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.name: expected str, got {type(name).__name__}")
+        options = {k: v for k, v in spec.items() if k != "name"}
+    else:
+        raise ConfigError(f"{where}: expected a {kind} name or a mapping with 'name', got {type(spec).__name__}")
+    info = get_registry().get(kind, name)
+    return call_with_config(info.factory, options, where=where, **extra)

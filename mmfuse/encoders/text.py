@@ -11,7 +11,6 @@ Two ways to get one, and neither touches the network:
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.core.config import ConfigError
+from mmfuse.core.names import did_you_mean
 from mmfuse.core.features import Features
 
 NAME = "hf-text"
@@ -46,8 +46,7 @@ def _build_hf_config(options: dict[str, Any], default_vocab_size: int) -> Any:
     known = _config_keys(reference)
     for key in options:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, sorted(known), cutoff=0.6)
             raise ConfigError(f"{NAME} config.{key}: not a {model_type} config key{hint}")
     options.setdefault("vocab_size", default_vocab_size)
     if options["vocab_size"] < default_vocab_size:

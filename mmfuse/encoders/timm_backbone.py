@@ -8,7 +8,6 @@ evaluation transform is timm's resolved data config, training augmentations are
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import sys
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mmfuse.core.config import ConfigError
+from mmfuse.core.names import close_matches
 
 
 def checked_timm_name(model_name: str, *, family: str, owner: str) -> str:
@@ -25,7 +25,7 @@ def checked_timm_name(model_name: str, *, family: str, owner: str) -> str:
     import timm
 
     if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models(family), n=3, cutoff=0.6)
+        close = close_matches(model_name, timm.list_models(family), n=3, cutoff=0.6)
         hint = f" Close matches: {', '.join(close)}." if close else ""
         raise ConfigError(f"{owner} model_name: {model_name!r} is not a timm model.{hint}")
     return model_name

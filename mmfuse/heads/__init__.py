@@ -18,8 +18,8 @@ def mmfuse_heads() -> dict[str, Callable[..., Any]]:
     from mmfuse.heads.span import AspectExtractionHead, AspectSentimentHead
 
     return {
-        "classification": ClassificationHeads,
-        "jml-relation": RelationHead,
+        "classifier": ClassificationHeads,
+        "jml-relation-detection": RelationHead,
         "jml-aspect-extraction": AspectExtractionHead,
         "jml-aspect-sentiment": AspectSentimentHead,
     }

@@ -20,6 +20,38 @@ from mmfuse.core.config import ConfigError
 IGNORE_INDEX = -100
 
 
+def check_class_labels(labels: Any, tasks: Mapping[str, int], batch_size: int) -> dict[str, Tensor]:
+    """Validate ``labels`` (task → ``[B]`` long class indices or ``IGNORE_INDEX``) against
+    ``tasks`` (task → number of classes); return them as long tensors. Every classifier uses this."""
+    if not isinstance(labels, Mapping):
+        raise TypeError(f"labels: expected a dict task -> LongTensor [B], got {type(labels).__name__}")
+    missing = [t for t in tasks if t not in labels]
+    unknown = [t for t in labels if t not in tasks]
+    if missing or unknown:
+        raise ValueError(
+            f"labels: the model's tasks are {sorted(tasks)}; "
+            + (f"missing {missing}" if missing else "")
+            + ("; " if missing and unknown else "")
+            + (f"unknown {unknown}" if unknown else "")
+        )
+    for task, n_classes in tasks.items():
+        y = labels[task]
+        key = f"labels[{task!r}]"
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{key}: expected a LongTensor [B], got {type(y).__name__}")
+        if y.dtype not in (torch.long, torch.int, torch.int16, torch.uint8, torch.int8):
+            raise TypeError(f"{key}: expected integer class indices (torch.long), got {y.dtype}")
+        if tuple(y.shape) != (batch_size,):
+            raise ValueError(f"{key}: expected shape [{batch_size}] (one label per sample), got {tuple(y.shape)}")
+        bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= n_classes))
+        if bool(bad.any()):
+            raise ValueError(
+                f"{key}: class indices must be in [0, {n_classes - 1}] (or {IGNORE_INDEX} to ignore), "
+                f"got {int(y[bad][0])}"
+            )
+    return {task: labels[task].long() for task in tasks}
+
+
 class ClassificationHeads(nn.Module):
     """One classifier per task on a ``[B, d_in]`` vector.
 
@@ -58,33 +90,7 @@ class ClassificationHeads(nn.Module):
 
     def check_labels(self, labels: Any, batch_size: int) -> dict[str, Tensor]:
         """Validate ``labels`` (task → ``[B]`` long class indices or ``IGNORE_INDEX``)."""
-        if not isinstance(labels, Mapping):
-            raise TypeError(f"labels: expected a dict task -> LongTensor [B], got {type(labels).__name__}")
-        missing = [t for t in self.tasks if t not in labels]
-        unknown = [t for t in labels if t not in self.tasks]
-        if missing or unknown:
-            raise ValueError(
-                f"labels: the model's tasks are {sorted(self.tasks)}; "
-                + (f"missing {missing}" if missing else "")
-                + ("; " if missing and unknown else "")
-                + (f"unknown {unknown}" if unknown else "")
-            )
-        for task, n_classes in self.tasks.items():
-            y = labels[task]
-            key = f"labels[{task!r}]"
-            if not isinstance(y, Tensor):
-                raise TypeError(f"{key}: expected a LongTensor [B], got {type(y).__name__}")
-            if y.dtype not in (torch.long, torch.int, torch.int16, torch.uint8, torch.int8):
-                raise TypeError(f"{key}: expected integer class indices (torch.long), got {y.dtype}")
-            if tuple(y.shape) != (batch_size,):
-                raise ValueError(f"{key}: expected shape [{batch_size}] (one label per sample), got {tuple(y.shape)}")
-            bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= n_classes))
-            if bool(bad.any()):
-                raise ValueError(
-                    f"{key}: class indices must be in [0, {n_classes - 1}] (or {IGNORE_INDEX} to ignore), "
-                    f"got {int(y[bad][0])}"
-                )
-        return {task: labels[task].long() for task in self.tasks}
+        return check_class_labels(labels, self.tasks, batch_size)
 
     def losses(self, logits: Mapping[str, Tensor], labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Per-task mean cross-entropy (``IGNORE_INDEX`` labels skipped; 0 when a task has none)."""

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from mmfuse.core.config import ConfigError, check_type, factory_parameters
 from mmfuse.core.features import FeatureDims, Features, missing_protocol_methods
+from mmfuse.core.registry import UnknownComponentError, build_component, get_registry
 
 #: auxiliary-loss factory parameters filled from the model's ``feature_dims``
 DIM_PARAMETERS: dict[str, str] = {"text_dim": "text", "image_dim": "image", "fused_dim": "fused"}
@@ -211,7 +212,6 @@ def _parse_spec(spec: Any, where: str) -> AuxLossSpec:
 
 def parse_aux_loss_specs(specs: Any, where: str = "aux_losses") -> list[AuxLossSpec]:
     """Check the shape of an ``aux_losses`` list (names registered, weights, no repeats)."""
-    from mmfuse.core.registry import UnknownComponentError, get_registry
 
     if isinstance(specs, (str, bytes)) or not isinstance(specs, Sequence):
         raise ConfigError(f"{where}: expected a list of auxiliary losses, got {type(specs).__name__}")
@@ -237,8 +237,6 @@ def attach_aux_losses(model: nn.Module, specs: Sequence[Any], where: str = "aux_
     :class:`AuxiliaryLosses` (None for an empty list). Raises :class:`ConfigError` for a model
     without the protocol, a bad spec, or a loss that is not an :class:`AuxiliaryLoss`.
     """
-    from mmfuse.models.builder import build_component
-    from mmfuse.core.registry import get_registry
 
     parsed = parse_aux_loss_specs(specs, where)
     if not parsed:

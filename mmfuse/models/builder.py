@@ -1,7 +1,9 @@
-"""Builders: turn a preset name, a config dict or a config file into components and models.
+"""``build_model``: a preset name, a config dict or a config file → a model.
 
-``build_model`` is the front door; model factories use :func:`build_component` for their
-parts, so any registered encoder / fusion block / head can be swapped in by config.
+The registered model factories (``radm``, ``jml``, ``jml-relation``; :mod:`mmfuse.models`)
+turn a config into the model's parts with :func:`mmfuse.core.registry.build_component` and
+pass those modules to the model's constructor, so any registered encoder / fusion block / head
+can be swapped in by config, and a model can also be built from hand-made modules.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.core.config import CONFIG_SUFFIXES, ConfigError, call_with_config, deep_merge, load_config
-from mmfuse.core.registry import get_registry
-
-ComponentSpec = str | Mapping[str, Any]
+from mmfuse.core.registry import ComponentSpec, get_registry
+from mmfuse.losses.auxiliary import attach_aux_losses, parse_aux_loss_specs
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -64,8 +65,6 @@ def build_model(spec: ComponentSpec | os.PathLike[str], **overrides: Any):
     is not passed to the architecture: the losses are attached to the built model with
     :func:`mmfuse.losses.auxiliary.attach_aux_losses`.
     """
-    from mmfuse.losses.auxiliary import attach_aux_losses, parse_aux_loss_specs
-
     config = resolve_model_config(spec, **overrides)
     options = {k: v for k, v in config.items() if k not in ("model", "aux_losses")}
     aux_losses = config.get("aux_losses")
@@ -80,25 +79,3 @@ def build_model(spec: ComponentSpec | os.PathLike[str], **overrides: Any):
     except AttributeError:  # pragma: no cover - objects that refuse attributes
         pass
     return model
-
-
-def build_component(kind: str, spec: ComponentSpec, where: str | None = None, **extra: Any):
-    """Build a registered component from ``"name"`` or ``{"name": ..., **options}``.
-
-    ``extra`` are arguments the caller supplies itself (e.g. ``d_model``); they may not also
-    appear in ``spec``. ``where`` is the key path used in error messages.
-    """
-    where = where or kind
-    if isinstance(spec, str):
-        name, options = spec, {}
-    elif isinstance(spec, Mapping):
-        if "name" not in spec:
-            raise ConfigError(f"{where}.name: missing required key (the {kind} to build)")
-        name = spec["name"]
-        if not isinstance(name, str):
-            raise ConfigError(f"{where}.name: expected str, got {type(name).__name__}")
-        options = {k: v for k, v in spec.items() if k != "name"}
-    else:
-        raise ConfigError(f"{where}: expected a {kind} name or a mapping with 'name', got {type(spec).__name__}")
-    info = get_registry().get(kind, name)
-    return call_with_config(info.factory, options, where=where, **extra)

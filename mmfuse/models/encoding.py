@@ -1,9 +1,10 @@
-"""Text and region encoders projected to a common width: the input stage of the JML models.
+"""Text and image encoders projected to a common width: the input stage of every model.
 
-Both ``jml`` and ``jml-relation`` read ``input_ids`` through a BERT-family text encoder
-(``hf-text``) and ``pixel_values`` through a region encoder (``timm-regions``), and project
-both to ``d_model`` (paper: "T is the output of another BERT for X", "O is the output of another
-ResNet for I"). The image branch is optional (``jml-text`` has none).
+``radm`` reads ``input_ids`` through a BERT-family text encoder (``hf-text``) and
+``pixel_values`` through ViT patches (``timm-vit``); ``jml`` and ``jml-relation`` read regions
+(``timm-regions``; paper: "T is the output of another BERT for X", "O is the output of another
+ResNet for I"). All of them project both sides to ``d_model`` with :class:`ProjectedEncoders`.
+The image branch is optional (``jml-tiny-text`` has none).
 """
 
 from __future__ import annotations
@@ -12,53 +13,64 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from mmfuse.models.builder import ComponentSpec, build_component
-from mmfuse.core.config import ConfigError
-from mmfuse.data.processing import MultimodalProcessor, build_image_transform
-from mmfuse.fusion.pooling import masked_mean
 from mmfuse.core.batch import check_image_mask, check_mapping, check_pixel_values, check_text_inputs
+from mmfuse.core.config import ConfigError
 from mmfuse.core.features import Features
+from mmfuse.data.processing import MultimodalProcessor, build_image_transform
+from mmfuse.fusion.pooling import Pooling, pool
 
 TEXT_ENCODER_ATTRIBUTES = ("out_dim", "max_length", "vocab_size", "tokenizer")
 IMAGE_ENCODER_ATTRIBUTES = ("out_dim", "image_size", "data_config")
 
 
-def require_attributes(component: object, attributes: tuple[str, ...], where: str, model: str) -> None:
+def require_module(component: object, attributes: tuple[str, ...], where: str, model: str) -> nn.Module:
+    """``component``, checked to be an ``nn.Module`` with ``attributes`` (what ``model`` reads of it)."""
+    if not isinstance(component, nn.Module):
+        raise TypeError(f"{where}: expected an nn.Module (build one from a config with "
+                        f"mmfuse.build_component), got {type(component).__name__}")
     missing = [a for a in attributes if not hasattr(component, a)]
     if missing:
         raise ConfigError(f"{where}: {type(component).__name__} lacks {', '.join(missing)} "
                           f"(required of a {where.replace('_', ' ')} by the {model} model)")
+    return component
 
 
 class ProjectedEncoders(nn.Module):
     """A text encoder and an optional image encoder, each followed by ``Linear → d_model`` + dropout.
 
     Args:
-        text_encoder: encoder spec, e.g. ``{"name": "hf-text", "config": {...}}`` or ``{"name":
-            "hf-text", "path": DIR}``.
-        image_encoder: encoder spec (e.g. ``{"name": "timm-regions"}``), or None for text only.
+        text_encoder: a text encoder module (:class:`~mmfuse.encoders.protocol.TextEncoder`:
+            ``out_dim``, ``max_length``, ``vocab_size``, ``tokenizer``), e.g. ``hf-text``.
+        image_encoder: an image encoder module (``out_dim``, ``image_size``, ``data_config``,
+            plus ``image_attributes``), e.g. ``timm-vit`` or ``timm-regions``; None for text only.
         d_model: the common width.
         dropout: dropout on the projected tokens.
         model: model name used in error messages.
+        pooling: how ``pooled`` is made from the projected tokens: ``"mean"`` (masked mean) or
+            ``"cls"`` (the first token).
+        image_attributes: further attributes the model needs of its image encoder.
 
-    ``encode_text`` → ``Features(tokens [B, L, d_model], mask [B, L], pooled [B, d_model] (masked
-    mean))``; ``encode_image`` → ``Features(regions [B, R, d_model], mask [B, R], pooled)``, the
-    mask False on every region of a placeholder image (``image_mask`` False).
+    ``encode_text`` → ``Features(tokens [B, L, d_model], mask [B, L], pooled [B, d_model])``;
+    ``encode_image`` → ``Features(tokens [B, R, d_model], mask [B, R], pooled)``, the mask False
+    on every token of a placeholder image (``image_mask`` False).
     """
 
-    def __init__(self, text_encoder: ComponentSpec, image_encoder: ComponentSpec | None, d_model: int,
-                 dropout: float, model: str) -> None:
+    def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module | None, d_model: int,
+                 dropout: float, model: str, pooling: Pooling = "mean",
+                 image_attributes: tuple[str, ...] = ()) -> None:
         super().__init__()
-        if d_model < 1:
-            raise ConfigError(f"d_model: expected a positive int, got {d_model}")
+        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
+            raise ConfigError(f"d_model: expected a positive int, got {d_model!r}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout: expected a probability in [0, 1), got {dropout}")
-        self.text_encoder = build_component("encoder", text_encoder, where="text_encoder")
-        require_attributes(self.text_encoder, TEXT_ENCODER_ATTRIBUTES, "text_encoder", model)
+        if pooling not in ("mean", "cls"):
+            raise ConfigError(f"pooling: expected 'mean' or 'cls', got {pooling!r}")
+        self.pooling: Pooling = pooling
+        self.text_encoder = require_module(text_encoder, TEXT_ENCODER_ATTRIBUTES, "text_encoder", model)
         self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.out_dim, d_model), nn.Dropout(dropout))
         if image_encoder is not None:
-            self.image_encoder = build_component("encoder", image_encoder, where="image_encoder")
-            require_attributes(self.image_encoder, IMAGE_ENCODER_ATTRIBUTES, "image_encoder", model)
+            self.image_encoder = require_module(image_encoder, IMAGE_ENCODER_ATTRIBUTES + tuple(image_attributes),
+                                                "image_encoder", model)
             self.image_proj = nn.Sequential(nn.Linear(self.image_encoder.out_dim, d_model), nn.Dropout(dropout))
         else:
             self.image_encoder = None
@@ -82,7 +94,7 @@ class ProjectedEncoders(nn.Module):
     def encode_text(self, ids: Tensor, mask: Tensor, types: Tensor | None) -> Features:
         features = self.text_encoder(ids, mask, types)
         tokens = self.text_proj(features.tokens)
-        return Features(tokens, features.mask, masked_mean(tokens, features.mask))
+        return Features(tokens, features.mask, pool(tokens, features.mask, self.pooling))
 
     def encode_image(self, pixels: Tensor, image_mask: Tensor | None) -> Features:
         if self.image_encoder is None or self.image_proj is None:
@@ -90,7 +102,7 @@ class ProjectedEncoders(nn.Module):
         features = self.image_encoder(pixels)
         tokens = self.image_proj(features.tokens)
         mask = features.mask if image_mask is None else features.mask & image_mask[:, None]
-        return Features(tokens, mask, masked_mean(tokens, mask))
+        return Features(tokens, mask, pool(tokens, mask, self.pooling))
 
     def get_processor(self, train: bool = False):
         """A :class:`~mmfuse.data.processing.MultimodalProcessor` with the text encoder's tokenizer and,

@@ -1,37 +1,15 @@
-"""Training tasks: what the trainer and ``mmfuse train/eval/predict`` need to know about a task.
+"""The ``classification`` task: multi-task text+image classification in the trainer / CLI.
 
-The trainer itself only moves batches, calls ``model(batch)`` and back-propagates
-``output.loss``. Everything task-specific — how raw samples become a batch, how outputs are
-scored, how predictions are written — comes from a :class:`TrainTask`, looked up by name
-(``mmfuse train --task NAME``):
-
-* ``label_schema(dataset)``: a JSON-serialisable description of the labels (class names, tag
-  sets, ...). It is saved with every checkpoint (``task.json``), so ``eval`` and ``predict``
-  interpret a model's outputs without the training data.
-* ``build_collator(processor, schema, return_ids)``: ``collate(list of raw samples) -> batch``
-  (or ``None`` for a batch whose samples were all dropped).
-* ``build_evaluator(schema)``: an :class:`Evaluator` — ``update(batch, output)`` per batch,
-  ``sync()`` across DDP ranks, ``compute() -> {metric: value}``.
-* ``format_predictions(batch, output, schema)``: one JSON-serialisable dict per sample.
-* ``configure_model(config, schema)``: adapt a model config to the data (e.g. set the number
-  of classes of each head); may return it unchanged.
-* ``default_metric``: the metric that selects the best checkpoint unless told otherwise.
-
-Built in: ``classification`` (multi-task classification: :class:`ClassificationCollator`,
-:class:`~mmfuse.metrics.ClassificationMetrics`, label names + probabilities). Other tasks are
-added with :func:`register_task`, either as a :class:`TrainTask` or lazily as an import path
-``"package.module:ATTRIBUTE"`` resolved on first use (so the CLI does not import every task).
-See docs/training.md.
+Batches come from :class:`~mmfuse.data.collators.classification.ClassificationCollator`, metrics
+from :class:`~mmfuse.metrics.ClassificationMetrics` (accuracy, macro / weighted F1 per task),
+predictions are label names with probabilities. The hooks are described in :mod:`mmfuse.tasks.base`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
-import importlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,40 +17,9 @@ from torch import Tensor
 from mmfuse.core.config import ConfigError
 from mmfuse.data.collators.classification import ClassificationCollator
 from mmfuse.metrics.classification import ClassificationMetrics
-
-Batch = dict[str, Any]
-Collate = Callable[[Sequence[Any]], "Batch | None"]
-LabelSchema = dict[str, Any]
+from mmfuse.tasks.base import Collate, LabelSchema, TrainTask
 
 
-@runtime_checkable
-class Evaluator(Protocol):
-    """Accumulates a task's metrics over an evaluation set (see :class:`~mmfuse.metrics.CountingMetric`)."""
-
-    def update(self, batch: Mapping[str, Any], output: Any) -> None: ...
-
-    def sync(self) -> None: ...
-
-    def compute(self) -> dict[str, float]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainTask:
-    """A task the trainer and CLI can run (see the module docstring for each hook's contract)."""
-
-    name: str
-    description: str
-    label_schema: Callable[[Any], LabelSchema]
-    build_collator: Callable[[Any, LabelSchema, bool], Collate]
-    build_evaluator: Callable[[LabelSchema], Evaluator]
-    format_predictions: Callable[[Mapping[str, Any], Any, LabelSchema], list[dict[str, Any]]]
-    configure_model: Callable[[dict[str, Any], LabelSchema], dict[str, Any]] = lambda config, schema: config
-    default_metric: str = "macro_f1"
-
-
-# ---------------------------------------------------------------------------------------------
-# classification
-# ---------------------------------------------------------------------------------------------
 def _class_names(schema: Mapping[str, Any]) -> dict[str, list[str]]:
     tasks = schema.get("tasks") if isinstance(schema, Mapping) else None
     if not isinstance(tasks, Mapping) or not tasks:
@@ -157,46 +104,3 @@ CLASSIFICATION = TrainTask(
     configure_model=configure_classification_model,
     default_metric="macro_f1",
 )
-
-# ---------------------------------------------------------------------------------------------
-# registry
-# ---------------------------------------------------------------------------------------------
-#: task name → TrainTask, or "module:attribute" of one (imported on first use)
-TASKS: dict[str, TrainTask | str] = {"classification": CLASSIFICATION, "jmasa": "mmfuse.tasks.jmasa:JMASA"}
-
-
-def register_task(task: TrainTask | str, name: str | None = None, *, replace: bool = False) -> None:
-    """Add a task: a :class:`TrainTask` (``name`` defaults to ``task.name``) or a lazy
-    ``"module:attribute"`` path (then ``name`` is required)."""
-    if isinstance(task, TrainTask):
-        name = name or task.name
-    elif isinstance(task, str):
-        if name is None or ":" not in task:
-            raise ValueError(f"task: a lazy task is registered as register_task('module:attribute', name), got {task!r}")
-    else:
-        raise TypeError(f"task: expected a TrainTask or a 'module:attribute' string, got {type(task).__name__}")
-    if name in TASKS and not replace and TASKS[name] is not task:
-        raise ValueError(f"task {name!r} is already registered (pass replace=True to overwrite it)")
-    TASKS[name] = task
-
-
-def list_tasks() -> list[str]:
-    return sorted(TASKS)
-
-
-def get_task(task: str | TrainTask) -> TrainTask:
-    """The :class:`TrainTask` registered as ``task`` (a TrainTask is returned as is)."""
-    if isinstance(task, TrainTask):
-        return task
-    entry = TASKS.get(task)
-    if entry is None:
-        close = difflib.get_close_matches(str(task), list(TASKS), n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"task: unknown task {task!r}{hint}; known: {', '.join(list_tasks())}")
-    if isinstance(entry, str):
-        module_name, _, attribute = entry.partition(":")
-        resolved = getattr(importlib.import_module(module_name), attribute, None)
-        if not isinstance(resolved, TrainTask):
-            raise TypeError(f"task {task!r}: {entry} is not a mmfuse.train.TrainTask (got {type(resolved).__name__})")
-        TASKS[task] = entry = resolved
-    return entry

@@ -1,6 +1,6 @@
 """The ``jmasa`` training task: joint aspect-term extraction + aspect sentiment (JML) in the trainer / CLI.
 
-``mmfuse train jml-text-tiny --task jmasa --dataset twitter2015 --data-dir DIR`` trains a span
+``mmfuse train jml-tiny-text --task jmasa --dataset twitter2015 --data-dir DIR`` trains a span
 model on the joint form of a Twitter data set; ``mmfuse eval`` reports joint P/R/F1, MATE P/R/F1
 and MASC accuracy; ``mmfuse predict`` writes, per tweet, the text with its aspects bracketed and
 tagged (``[Chuck Bass](positive) is everything``) and the aspects as a list.
@@ -8,12 +8,12 @@ tagged (``[Chuck Bass](positive) is everything``) and the aspects as a list.
 The hooks (see :class:`mmfuse.tasks.classification.TrainTask`):
 
 * ``label_schema``: ``{"polarities": [...]}`` from the data set's ``tasks["polarity"]``;
-* ``build_collator``: :class:`~mmfuse.data.datasets.twitter.JointSpanCollator` with the model's tokenizer
+* ``build_collator``: :class:`~mmfuse.data.collators.jmasa.JMASACollator` with the model's tokenizer
   and, for models with an image branch, its image transform (samples must then have images);
   input lines with only a ``"text"`` (``predict --inputs``) are split on spaces into words, and
   the samples' complete gold aspects travel along (``gold_aspects``), so that aspects cut by
   truncation count as missed in evaluation;
-* ``build_evaluator``: :class:`JointSpanEvaluator` — the counts of :mod:`mmfuse.metrics.span`
+* ``build_evaluator``: :class:`JMASAEvaluator` — the counts of :mod:`mmfuse.metrics.span`
   from ``output.predictions`` (the model decodes in eval mode) against the batch's gold spans;
 * ``configure_model``: sets ``n_polarities`` of a ``jml`` config to the data's polarity count.
 """
@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from mmfuse.core.config import ConfigError
-from mmfuse.data.datasets.twitter import JointSpanCollator
+from mmfuse.data.collators.jmasa import JMASACollator
 from mmfuse.metrics.base import CountingMetric
 from mmfuse.metrics.span import SpanCounts, count_spans
 from mmfuse.models.jml.model import render_aspects
-from mmfuse.tasks.classification import TrainTask
+from mmfuse.tasks.base import TrainTask
 
 COUNT_NAMES: tuple[str, ...] = ("n_pred", "n_gold", "n_span_correct", "n_joint_correct")
 
@@ -73,7 +73,7 @@ def _predictions(output: Any) -> list[list[Any]]:
     return predictions
 
 
-class JointSpanEvaluator(CountingMetric):
+class JMASAEvaluator(CountingMetric):
     """Joint / MATE P, R, F1 and MASC accuracy (:mod:`mmfuse.metrics.span`), summable across ranks."""
 
     def __init__(self, schema: Mapping[str, Any] | None = None) -> None:
@@ -88,15 +88,15 @@ class JointSpanEvaluator(CountingMetric):
         return SpanCounts(**{name: int(self.counts[name]) for name in COUNT_NAMES}).compute()
 
 
-class JointCollate:
-    """The :class:`JointSpanCollator`, plus two things the task needs.
+class JMASACollate:
+    """The :class:`JMASACollator`, plus two things the task needs.
 
     * Samples with only a ``text`` (``predict --inputs``) get ``words = text.split()``.
     * ``batch["gold_aspects"]``: every sample's aspects as given, including those the collator
       dropped because truncation cut their words, so that evaluation counts them as missed.
     """
 
-    def __init__(self, collator: JointSpanCollator) -> None:
+    def __init__(self, collator: JMASACollator) -> None:
         self.collator = collator
 
     def __call__(self, samples: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
@@ -108,9 +108,9 @@ class JointCollate:
         return batch
 
 
-def jmasa_collator(processor: Any, schema: Mapping[str, Any], return_ids: bool) -> JointCollate:
-    """A :class:`JointSpanCollator` for the model's ``processor`` (tokenizer, image transform, max length)."""
-    return JointCollate(JointSpanCollator(
+def jmasa_collator(processor: Any, schema: Mapping[str, Any], return_ids: bool) -> JMASACollate:
+    """A :class:`JMASACollator` for the model's ``processor`` (tokenizer, image transform, max length)."""
+    return JMASACollate(JMASACollator(
         processor.tokenizer, getattr(processor, "image_transform", None), max_length=processor.max_length,
         num_polarities=len(_polarities(schema)), return_ids=return_ids,
     ))
@@ -149,7 +149,7 @@ JMASA = TrainTask(
     description="joint multimodal aspect-term extraction + aspect sentiment (JML; joint/MATE F1, MASC accuracy)",
     label_schema=jmasa_schema,
     build_collator=jmasa_collator,
-    build_evaluator=JointSpanEvaluator,
+    build_evaluator=JMASAEvaluator,
     format_predictions=format_jmasa,
     configure_model=configure_jmasa_model,
     default_metric="joint_f1",

@@ -22,7 +22,7 @@ from mmfuse.models.checkpoint import CONFIG_NAME, load_pretrained
 from mmfuse.data.datasets.base import OnBadImage, SkippedItem, check_on_bad_image
 from mmfuse.data.images import BadImageError, check_image, load_image
 from mmfuse.train.checkpointing import TASK_NAME
-from mmfuse.tasks.classification import LabelSchema, TrainTask, get_task
+from mmfuse.tasks.base import LabelSchema, TrainTask, get_task
 from mmfuse.train.trainer import MODEL_DIR
 
 

@@ -33,7 +33,7 @@ from mmfuse.train.loading import batch_size_of, make_loader, move_to_device
 from mmfuse.train.logs import RunLogger
 from mmfuse.train.optim import build_optimizer, linear_schedule, warmup_steps_for
 from mmfuse.train.seeding import seed_everything
-from mmfuse.tasks.classification import LabelSchema, TrainTask, get_task
+from mmfuse.tasks.base import LabelSchema, TrainTask, get_task
 
 MODEL_DIR = "model"
 EVAL_RESULTS_NAME = "eval_results.json"

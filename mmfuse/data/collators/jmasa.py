@@ -1,6 +1,6 @@
 """Batches for joint multimodal aspect-sentiment analysis (JMASA): words, aspect spans, images.
 
-:class:`JointSpanCollator` turns joint-form samples (:class:`~mmfuse.data.datasets.twitter.TwitterJointDataset`,
+:class:`JMASACollator` turns joint-form samples (:class:`~mmfuse.data.datasets.twitter.TwitterJointDataset`,
 or any dict with ``"words"``) into the batch that span models such as JML consume:
 
 =================== ============== ===========================================================
@@ -30,16 +30,16 @@ kept spans (at least 1), or ``max_spans`` when given.
 
 **Truncation.** Sub-tokens beyond ``max_length`` are cut; a word whose first sub-token is cut is
 not kept (``word_mask`` False) and every span ending in such a word is dropped. Spans beyond
-``max_spans`` are dropped too. Both are counted (:attr:`JointSpanCollator.truncated_words`,
+``max_spans`` are dropped too. Both are counted (:attr:`JMASACollator.truncated_words`,
 ``truncated_samples``, ``dropped_spans``) and reported by one warning, the first time they happen.
 
 **Images.** Without ``image_transform`` the batch has no ``pixel_values`` (text-only models such as
-``jml-text``) and sample images are ignored. With it, every sample needs an image: a sample
+``jml-base-text``) and sample images are ignored. With it, every sample needs an image: a sample
 without one is an error naming it, unless ``missing_image="blank"`` is asked for explicitly — then
 a black placeholder is used and ``image_mask`` marks the real images (the image policy of
 :class:`~mmfuse.data.collators.classification.ClassificationCollator`, made opt-in here because a joint model would
 otherwise silently train on black images). ``None`` samples (``on_bad_image="skip"``) are dropped
-and counted in :attr:`JointSpanCollator.dropped`; a batch of only ``None`` gives ``None``.
+and counted in :attr:`JMASACollator.dropped`; a batch of only ``None`` gives ``None``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _positive_int(value: Any, name: str, allow_none: bool = False) -> None:
         raise ValueError(f"{name}: expected a positive int{' or None' if allow_none else ''}, got {value!r}")
 
 
-class JointSpanCollator:
+class JMASACollator:
     """``collate(samples) -> batch`` for :class:`torch.utils.data.DataLoader` (see the module docstring).
 
     Args:
@@ -289,7 +289,7 @@ class JointSpanCollator:
         if (self.truncated_words or self.dropped_spans) and not self._warned:
             self._warned = True
             warnings.warn(
-                f"JointSpanCollator: {self.truncated_words} word(s) of {self.truncated_samples} sample(s) cut "
+                f"JMASACollator: {self.truncated_words} word(s) of {self.truncated_samples} sample(s) cut "
                 f"by max_length={self.max_length}, {self.dropped_spans} aspect span(s) dropped (cut words or "
                 f"more than max_spans={self.max_spans}); warned once, totals in collator.truncated_words / "
                 ".truncated_samples / .dropped_spans",

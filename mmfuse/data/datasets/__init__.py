@@ -1,99 +1,63 @@
 """Data sets by name: ``build_dataset("mvsa-single", "train", data_dir="...", seed=1)``.
 
-A builder is a function ``builder(split, data_dir, **options) -> ClassificationDataset``; its
-keyword-only parameters are its options, validated against their annotations by
-:func:`mmfuse.core.config.call_with_config` (unknown or wrongly typed options fail naming the key).
-This is what ``mmfuse train --dataset NAME --data-dir PATH`` uses.
+Data sets are a registry kind (``dataset``) like encoders or models: this package is the
+built-in plugin contributing mmfuse's own (its :func:`mmfuse_datasets` hook), and a third-party
+plugin adds more through the same hook (see docs/plugins.md). A builder is a function
+``builder(split, data_dir, **options) -> Dataset``; its keyword-only parameters are its options,
+validated against their annotations by :func:`mmfuse.core.config.call_with_config` (unknown or
+wrongly typed options fail naming the key). This is what ``mmfuse train --dataset NAME
+--data-dir PATH`` uses.
+
+A new data set goes into a module of its own here (a reader returning
+:class:`~mmfuse.data.datasets.base.Record` rows and a ``build_*`` function), listed in the hook below.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable
+from typing import Any
 
-from mmfuse.core.config import ConfigError, call_with_config
-from mmfuse.data.datasets.base import ClassificationDataset
-from mmfuse.data.datasets.msed import build_msed
-from mmfuse.data.datasets.mvsa import build_mvsa_json, build_mvsa_multiple, build_mvsa_single
-from mmfuse.data.datasets.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_LABEL_NOISE, DEFAULT_SIZES, SyntheticDataset
-from mmfuse.data.datasets.trc import build_trc
-from mmfuse.data.datasets.twitter import build_twitter2015, build_twitter2017
+from mmfuse.core.config import call_with_config
+from mmfuse.core.registry import get_registry, hookimpl
 
-DatasetBuilder = Callable[..., ClassificationDataset]
+DatasetBuilder = Callable[..., Any]
 
 
-def build_synthetic(
-    split: str,
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    train_size: int = DEFAULT_SIZES["train"],
-    dev_size: int = DEFAULT_SIZES["dev"],
-    test_size: int = DEFAULT_SIZES["test"],
-    seed: int = 0,
-    image_size: int = DEFAULT_IMAGE_SIZE,
-    label_noise: float = DEFAULT_LABEL_NOISE,
-    tasks: list[str] | None = None,
-) -> SyntheticDataset:
-    """One split of the embedded synthetic set (no files; ``data_dir`` must not be given)."""
-    if data_dir is not None:
-        raise ValueError(
-            f"synthetic: the data set is generated, data_dir must not be given (got {str(data_dir)!r})"
-        )
-    sizes = {"train": train_size, "dev": dev_size, "test": test_size}
-    if split not in sizes:
-        raise ValueError(f"synthetic: split: expected 'train', 'dev' or 'test', got {split!r}")
-    return SyntheticDataset(
-        split,
-        size=sizes[split],
-        seed=seed,
-        image_size=image_size,
-        label_noise=label_noise,
-        tasks=["sentiment"] if tasks is None else tasks,
-    )
+@hookimpl
+def mmfuse_datasets() -> dict[str, DatasetBuilder]:
+    from mmfuse.data.datasets.msed import build_msed
+    from mmfuse.data.datasets.mvsa import build_mvsa_json, build_mvsa_multiple, build_mvsa_single
+    from mmfuse.data.datasets.synthetic import build_synthetic
+    from mmfuse.data.datasets.trc import build_trc
+    from mmfuse.data.datasets.twitter import build_twitter2015, build_twitter2017
 
-
-#: Registered data sets; :func:`register_dataset` adds more.
-DATASETS: dict[str, DatasetBuilder] = {
-    "synthetic": build_synthetic,
-    "mvsa-single": build_mvsa_single,
-    "mvsa-multiple": build_mvsa_multiple,
-    "mvsa-json": build_mvsa_json,
-    "msed": build_msed,
-    "trc": build_trc,
-    "twitter2015": build_twitter2015,
-    "twitter2017": build_twitter2017,
-}
+    return {
+        "synthetic": build_synthetic,
+        "mvsa-single": build_mvsa_single,
+        "mvsa-multiple": build_mvsa_multiple,
+        "mvsa-json": build_mvsa_json,
+        "msed": build_msed,
+        "trc": build_trc,
+        "twitter2015": build_twitter2015,
+        "twitter2017": build_twitter2017,
+    }
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`build_dataset`, sorted."""
-    return sorted(DATASETS)
+    """Names accepted by :func:`build_dataset` (built-in and from plugins), sorted."""
+    return get_registry().names("dataset")
 
 
-def register_dataset(name: str, builder: DatasetBuilder, *, replace: bool = False) -> None:
-    """Add ``builder`` under ``name`` (``replace=True`` to overwrite an existing entry)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name: expected a non-empty string, got {name!r}")
-    if name in DATASETS and not replace and DATASETS[name] is not builder:
-        raise ValueError(f"data set {name!r} is already registered (pass replace=True to overwrite it)")
-    DATASETS[name] = builder
-
-
-def build_dataset(
-    name: str, split: str, data_dir: str | os.PathLike[str] | None = None, **options: object
-) -> ClassificationDataset:
+def build_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None, **options: object) -> Any:
     """Build split ``split`` of the data set ``name`` from ``data_dir`` with builder ``options``.
 
-    Raises :class:`~mmfuse.core.config.ConfigError` for an unknown name (with a close-match hint) or
-    an unknown / wrongly typed option (naming it); the builders raise ``ValueError`` /
-    ``FileNotFoundError`` naming the file for bad data.
+    Raises :class:`~mmfuse.core.registry.UnknownComponentError` (a
+    :class:`~mmfuse.core.config.ConfigError`) for an unknown name, with a close-match hint, and
+    :class:`~mmfuse.core.config.ConfigError` for an unknown / wrongly typed option (naming it);
+    the builders raise ``ValueError`` / ``FileNotFoundError`` naming the file for bad data.
     """
-    builder = DATASETS.get(name)
-    if builder is None:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"dataset: unknown data set {name!r}{hint}; known: {', '.join(list_datasets())}")
+    builder = get_registry().get("dataset", name).factory
     return call_with_config(
         builder, options, where=name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir)
     )

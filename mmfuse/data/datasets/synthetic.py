@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -329,3 +330,33 @@ class SyntheticDataset(ClassificationDataset):
     def ceilings(self) -> dict[str, Ceilings]:
         """:func:`bayes_ceilings` of each exposed task at this data set's label noise."""
         return {task: bayes_ceilings(task, self.label_noise) for task in self.tasks}
+
+
+def build_synthetic(
+    split: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    train_size: int = DEFAULT_SIZES["train"],
+    dev_size: int = DEFAULT_SIZES["dev"],
+    test_size: int = DEFAULT_SIZES["test"],
+    seed: int = 0,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    label_noise: float = DEFAULT_LABEL_NOISE,
+    tasks: list[str] | None = None,
+) -> SyntheticDataset:
+    """One split of the embedded synthetic set (no files; ``data_dir`` must not be given)."""
+    if data_dir is not None:
+        raise ValueError(
+            f"synthetic: the data set is generated, data_dir must not be given (got {str(data_dir)!r})"
+        )
+    sizes = {"train": train_size, "dev": dev_size, "test": test_size}
+    if split not in sizes:
+        raise ValueError(f"synthetic: split: expected 'train', 'dev' or 'test', got {split!r}")
+    return SyntheticDataset(
+        split,
+        size=sizes[split],
+        seed=seed,
+        image_size=image_size,
+        label_noise=label_noise,
+        tasks=["sentiment"] if tasks is None else tasks,
+    )

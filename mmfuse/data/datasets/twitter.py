@@ -62,14 +62,12 @@ from mmfuse.data.datasets.base import (
     RecordDataset,
     Sample,
 )
-from mmfuse.data.collators.jmasa import JointSpanCollator
 from mmfuse.data.images import find_image
 
 __all__ = [
     "POLARITIES",
     "Aspect",
     "AspectRow",
-    "JointSpanCollator",
     "JointTweet",
     "TwitterAspectDataset",
     "TwitterDataset",
@@ -440,7 +438,7 @@ class TwitterJointDataset(TwitterDataset):
 
     Samples: ``{"id", "text", "words": list[str], "aspects": [(start, end, polarity), ...],
     "image": PIL.Image | None, "image_id"}``; spans are word indices, end inclusive, sorted by
-    position. :class:`~mmfuse.data.collators.jmasa.JointSpanCollator` (re-exported here) turns them
+    position. :class:`~mmfuse.data.collators.jmasa.JMASACollator` turns them
     into a batch.
     ``tasks`` is ``{"polarity": POLARITIES}``: the classes of the aspects' polarity, not a
     per-tweet label; :meth:`label_counts` counts aspects.

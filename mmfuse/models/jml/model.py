@@ -1,7 +1,8 @@
 """JML: joint multimodal aspect-term extraction and aspect sentiment (architecture ``jml``).
 
 Ju et al., "Joint Multi-modal Aspect-Sentiment Analysis with Auxiliary Cross-modal Relation
-Detection" (EMNLP 2021), sections 3.1–3.4. Pipeline (each part registered, replaceable by config)::
+Detection" (EMNLP 2021), sections 3.1–3.4. Pipeline (each part a module given to the constructor;
+the registered ``jml`` model factory, :func:`mmfuse.models.jml.builder.build_jml`, builds them from a config)::
 
     input_ids ─► text_encoder (hf-text) ─► Linear → d ─► gather first sub-token of each word ─► T [B, W, d]
     pixel_values ─► image_encoder (timm-regions) ─► Linear → d ─► O [B, R, d]
@@ -31,31 +32,28 @@ eqs    what                                                    code
 
 Training uses the gold spans of the batch for the sentiment head; :meth:`JML.predict` decodes
 spans from the start / end logits (Hu et al. 2019 multi-span decoding, :func:`decode_spans`)
-and classifies those. Batches come from the joint span collator of :mod:`mmfuse.data.datasets.twitter`
-(keys documented in :func:`check_span_batch`).
+and classifies those. Batches come from :class:`mmfuse.data.collators.jmasa.JMASACollator`
+(keys documented in :func:`check_span_batch`). Presets are in :mod:`mmfuse.models.jml.presets`.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from mmfuse.models.builder import ComponentSpec, build_component
+from mmfuse.core.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
 from mmfuse.core.config import ConfigError
+from mmfuse.core.features import FeatureDims, Features
+from mmfuse.fusion.pooling import masked_mean
 from mmfuse.fusion.residual_attention import Impl, set_attention_impl
 from mmfuse.heads.relation import gate_regions, relation_gate, relation_loss, relation_probability
 from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
-from mmfuse.core.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
-from mmfuse.models.encoding import ProjectedEncoders
+from mmfuse.models.encoding import ProjectedEncoders, require_module
+from mmfuse.models.jml.outputs import AspectPrediction, JMLOutput
 from mmfuse.models.jml.relation import JMLRelation
-from mmfuse.core.outputs import AspectPrediction, JointSpanOutput
-from mmfuse.core.features import FeatureDims, Features
-from mmfuse.models.radm.model import BERT_BASE
 
 NAME = "jml"
 Gate = Literal["soft", "hard", "none"]
@@ -166,19 +164,6 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
     return out
 
 
-def _load_relation(checkpoint: str, where: str) -> JMLRelation:
-    from mmfuse.models.checkpoint import load_config_from, load_pretrained
-
-    folder = Path(checkpoint).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"{where}: {checkpoint!r} is not a folder (expected one written by save_pretrained "
-                          "for a jml-relation model)")
-    model_name = load_config_from(folder).get("model")
-    if model_name != "jml-relation":
-        raise ConfigError(f"{where}: {checkpoint!r} holds a {model_name!r} model, expected 'jml-relation'")
-    return load_pretrained(folder, map_location="cpu")
-
-
 def _same_vocabulary(a: Any, b: Any) -> bool:
     get_a, get_b = getattr(a, "get_vocab", None), getattr(b, "get_vocab", None)
     return callable(get_a) and callable(get_b) and get_a() == get_b()
@@ -197,69 +182,68 @@ class GatedRegions:
 
 
 class JML(nn.Module):
-    """The JML joint aspect-term extraction + aspect sentiment model.
+    """The JML joint aspect-term extraction + aspect sentiment model, composed of the modules it is given.
 
     Args:
-        text_encoder: text encoder spec (``hf-text``: BERT family, local folder or random config).
-        image_encoder: region encoder spec (``timm-regions``), or None for the text-only model
+        text_encoder: text encoder module (``hf-text``: BERT family).
+        image_encoder: region encoder module (``timm-regions``), or None for the text-only model
             (no image modules at all; ``gate`` must be ``"none"``).
-        relation: config of the relation module (the keyword arguments of a ``jml-relation`` model,
-            e.g. its own encoders); it must tokenise like ``text_encoder`` and take the same images.
-        relation_checkpoint: folder written by ``save_pretrained`` of a trained ``jml-relation``
-            model (e.g. on TRC); its architecture and weights are loaded. Give at most one of
-            ``relation`` and ``relation_checkpoint``.
+        relation: the relation module (a :class:`~mmfuse.models.jml.relation.JMLRelation`, e.g. one
+            trained on TRC and loaded with ``load_pretrained``), or None with ``gate="none"``. It must
+            tokenise like ``text_encoder`` and take the same images.
+        extraction_head: aspect extraction head (eqs 9–14, ``jml-aspect-extraction``) over ``d_model``.
+        sentiment_head: aspect sentiment head (eqs 15–21, ``jml-aspect-sentiment``) over ``d_model``
+            with ``n_polarities`` classes. Both heads must attend to regions exactly when there is an
+            image branch (their ``cross_modal``).
         gate: ``"soft"`` (``O_r = p_r · O``), ``"hard"`` (``O_r = 1[p_r ≥ 0.5] · O``,
             straight-through gradient) or ``"none"`` (no relation module, ``O_r = O``).
         freeze_relation: keep the relation module fixed (no gradients, eval mode) — the paper
             pre-trains it; a trainable module also learns from ``relation_labels`` when given.
         d_model: common width (paper: 768).
-        n_heads: heads of the cross-attentions (paper: 8).
         n_polarities: sentiment classes ``ε`` (3).
-        dropout: dropout on the projected tokens and in the heads.
-        extraction_head / sentiment_head: head specs (``d_model``, ``cross_modal`` injected).
+        dropout: dropout on the projected tokens.
         loss_weights: weights of the named losses (``start``, ``end``, ``polarity``, ``relation``);
             default 1 each (eq 22 sums them unweighted).
         decode_top_k, decode_max_span_len, decode_threshold, decode_max_spans, decode_length_penalty:
             default options of the multi-span decoding (:func:`mmfuse.models.jml.decoding.decode_spans`);
             ``decode_length_penalty=1`` is Hu et al.'s heuristic ranking (start + end − length), which keeps
             a span over two adjacent aspects from swallowing both.
-        impl: attention implementation of every attention (``"auto"``, ``"fused"``, ``"reference"``).
     """
 
     def __init__(
         self,
-        text_encoder: ComponentSpec,
-        image_encoder: ComponentSpec | None = None,
-        relation: dict[str, Any] | None = None,
-        relation_checkpoint: str | None = None,
+        text_encoder: nn.Module,
+        image_encoder: nn.Module | None,
+        relation: JMLRelation | None,
+        extraction_head: nn.Module,
+        sentiment_head: nn.Module,
         gate: Gate = "soft",
         freeze_relation: bool = False,
         d_model: int = 768,
-        n_heads: int = 8,
         n_polarities: int = 3,
         dropout: float = 0.1,
-        extraction_head: ComponentSpec = "jml-aspect-extraction",
-        sentiment_head: ComponentSpec = "jml-aspect-sentiment",
         loss_weights: dict[str, float] | None = None,
         decode_top_k: int = 20,
         decode_max_span_len: int = 10,
         decode_threshold: float | None = None,
         decode_max_spans: int = 8,
         decode_length_penalty: float = 1.0,
-        impl: Impl = "auto",
     ) -> None:
         super().__init__()
         has_image = image_encoder is not None
+        if gate not in ("soft", "hard", "none"):
+            raise ConfigError(f"gate: expected 'soft', 'hard' or 'none', got {gate!r}")
         if not has_image and gate != "none":
             raise ConfigError(f"gate: a text-only JML (image_encoder None) has no regions to gate; use gate 'none', "
                               f"got {gate!r}")
-        if gate == "none" and (relation is not None or relation_checkpoint is not None):
+        if gate == "none" and relation is not None:
             raise ConfigError("relation: gate 'none' uses no relation module; remove relation / relation_checkpoint "
                               "or choose gate 'soft' or 'hard'")
-        if gate != "none" and (relation is None) == (relation_checkpoint is None):
-            raise ConfigError(f"relation: gate {gate!r} needs exactly one of `relation` (a jml-relation config) and "
-                              f"`relation_checkpoint` (a trained jml-relation folder); got "
-                              f"{'both' if relation is not None else 'neither'}")
+        if gate != "none" and relation is None:
+            raise ConfigError(f"relation: gate {gate!r} needs a relation module (a jml-relation model: the "
+                              "`relation` config or a `relation_checkpoint` folder)")
+        if relation is not None and not isinstance(relation, JMLRelation):
+            raise TypeError(f"relation: expected a JMLRelation (the jml-relation model), got {type(relation).__name__}")
         if n_polarities < 2:
             raise ConfigError(f"n_polarities: expected at least 2, got {n_polarities}")
         weights = dict(loss_weights or {})
@@ -278,30 +262,23 @@ class JML(nn.Module):
         self.polarity_names: tuple[str, ...] = POLARITIES if n_polarities == 3 else tuple(map(str, range(n_polarities)))
 
         self.encoders = ProjectedEncoders(text_encoder, image_encoder, d_model, dropout, model=NAME)
-        self.relation: JMLRelation | None = None
-        if relation_checkpoint is not None:
-            self.relation = _load_relation(relation_checkpoint, "relation_checkpoint")
-        elif relation is not None:
-            if "model" in relation and relation["model"] != "jml-relation":
-                raise ConfigError(f"relation.model: expected 'jml-relation' (or leave it out), got {relation['model']!r}")
-            options = {k: v for k, v in relation.items() if k != "model"}
-            self.relation = build_component("model", {"name": "jml-relation", **options}, where="relation")
+        self.relation: JMLRelation | None = relation
         if self.relation is not None:
             self._check_relation_inputs()
         self.freeze_relation = freeze_relation and self.relation is not None
         if self.freeze_relation:
             self.relation.requires_grad_(False)
             self.relation.eval()
-        self.extraction_head = build_component("head", extraction_head, where="extraction_head", d_model=d_model,
-                                               cross_modal=has_image)
-        self.sentiment_head = build_component("head", sentiment_head, where="sentiment_head", d_model=d_model,
-                                              cross_modal=has_image)
+        self.extraction_head = require_module(extraction_head, (), "extraction_head", NAME)
+        self.sentiment_head = require_module(sentiment_head, (), "sentiment_head", NAME)
+        for where, head in (("extraction_head", self.extraction_head), ("sentiment_head", self.sentiment_head)):
+            if getattr(head, "cross_modal", has_image) != has_image:
+                raise ConfigError(f"{where}: cross_modal={head.cross_modal}, but the model "
+                                  f"{'has' if has_image else 'has no'} image branch")
         if getattr(self.sentiment_head, "n_classes", n_polarities) != n_polarities:
             raise ConfigError(f"sentiment_head.n_classes: {self.sentiment_head.n_classes} differs from "
                               f"n_polarities={n_polarities}")
         self.feature_dims = FeatureDims(text=d_model, image=d_model, fused=d_model) if has_image else None
-        if impl != "auto":
-            set_attention_impl(self, impl)
 
     def _check_relation_inputs(self) -> None:
         assert self.relation is not None
@@ -357,8 +334,6 @@ class JML(nn.Module):
 
     def fuse(self, text: Features, image: Features) -> Tensor:
         """``[B, d_model]``: masked mean over the text of eq 9's ``T ⊕ ATT_cross(T, O)`` for row-aligned pairs."""
-        from mmfuse.fusion.pooling import masked_mean
-
         if not self.has_image:
             raise TypeError("jml: this model is text-only (image_encoder None); it cannot fuse images")
         fused = self.extraction_head.cross_attention(text.tokens, image.tokens, image.mask)
@@ -382,7 +357,7 @@ class JML(nn.Module):
             gate = gate * image_mask.to(gate.dtype)  # a placeholder image adds nothing
         return GatedRegions(image, gate_regions(image.tokens, gate), probability, gate, relation_logits)  # eq 8
 
-    def forward(self, batch: Mapping[str, Any], decode: bool | None = None) -> JointSpanOutput:
+    def forward(self, batch: Mapping[str, Any], decode: bool | None = None) -> JMLOutput:
         """Start / end logits of every word and, when the batch has ``spans``, their polarity logits.
 
         With the training labels (``start_labels``, ``end_labels``, ``span_polarity``) the output
@@ -404,7 +379,7 @@ class JML(nn.Module):
         if span_batch.spans is not None:
             polarity_logits = self.sentiment_head(states, span_batch.spans, span_batch.span_mask, regions,
                                                   region_mask)  # eqs 15–21
-        output = JointSpanOutput(
+        output = JMLOutput(
             start_logits=start, end_logits=end, word_mask=span_batch.word_mask, polarity_logits=polarity_logits,
             relation_prob=gated.probability, relation_gate=gated.gate, word_states=states, regions=regions,
             region_mask=region_mask, text_features=text, image_features=gated.image,
@@ -438,7 +413,7 @@ class JML(nn.Module):
         return relation_loss(logits, labels)
 
     # -- prediction ------------------------------------------------------------------------------
-    def predict_from(self, output: JointSpanOutput, words: list[list[str]] | None = None,
+    def predict_from(self, output: JMLOutput, words: list[list[str]] | None = None,
                      **decode_options: Any) -> list[list[AspectPrediction]]:
         """Decode spans from ``output``'s start / end logits (Hu et al. 2019, options as the model's
         ``decode_*``, overridable: ``top_k``, ``max_span_len``, ``threshold``, ``max_spans``,
@@ -504,77 +479,4 @@ def pad_spans(decoded: list[list[tuple[int, int, float]]], device: torch.device)
     return spans, mask
 
 
-# ---------------------------------------------------------------------------------------------
-# presets
-# ---------------------------------------------------------------------------------------------
-#: a 1-layer 32-wide BERT with the offline WordPiece tokenizer (tiny presets); BERT_BASE comes from radm
-TINY_BERT: dict[str, Any] = {
-    "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-    "intermediate_size": 64, "max_position_embeddings": 64,
-}
-RESNET50_REGIONS: dict[str, Any] = {"name": "timm-regions", "model_name": "resnet50", "img_size": 224, "grid_size": 7}
-TINY_REGIONS: dict[str, Any] = {
-    "name": "timm-regions", "model_name": "resnet18", "img_size": 64, "grid_size": 4, "layers": [1, 1, 1, 1],
-    "channels": [16, 32, 64, 128], "stem_width": 16, "output_stride": 16, "crop_pct": 1.0,
-}
-_TEXT_BASE = {"name": "hf-text", "config": BERT_BASE, "max_length": 128}
-_TEXT_TINY = {"name": "hf-text", "config": TINY_BERT, "max_length": 64}
-
-RELATION_BASE: dict[str, Any] = {
-    "description": "JML relation module (TRC 'image adds'): BERT-base + ResNet-50 7×7 regions, d_model 768",
-    "model": "jml-relation", "text_encoder": _TEXT_BASE, "image_encoder": RESNET50_REGIONS,
-    "d_model": 768, "n_heads": 8, "dropout": 0.1,
-}
-RELATION_TINY: dict[str, Any] = {
-    "description": "JML relation module, tiny (CPU tests): 1-layer 32-wide BERT, 64×64 ResNet with 4×4 regions",
-    "model": "jml-relation", "text_encoder": _TEXT_TINY, "image_encoder": TINY_REGIONS,
-    "d_model": 32, "n_heads": 2, "ffn_dim": 64, "dropout": 0.0,
-}
-
-
-def _relation_options(preset: dict[str, Any]) -> dict[str, Any]:
-    return {k: copy.deepcopy(v) for k, v in preset.items() if k not in ("description", "model")}
-
-
-JML_BASE: dict[str, Any] = {
-    "description": "JML (soft relation gate): BERT-base text, ResNet-50 7×7 regions, relation module with its "
-                   "own encoders; random init unless local weights are given",
-    "model": "jml", "text_encoder": _TEXT_BASE, "image_encoder": RESNET50_REGIONS,
-    "relation": _relation_options(RELATION_BASE), "gate": "soft", "d_model": 768, "n_heads": 8, "dropout": 0.1,
-}
-JML_TINY: dict[str, Any] = {
-    "description": "JML, tiny (CPU tests): 1-layer 32-wide BERT, 64×64 ResNet, 4×4 regions, soft gate",
-    "model": "jml", "text_encoder": _TEXT_TINY, "image_encoder": TINY_REGIONS,
-    "relation": _relation_options(RELATION_TINY), "gate": "soft", "d_model": 32, "n_heads": 2, "dropout": 0.0,
-}
-_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "hard": ("with the hard relation gate (G = 1 if p_r ≥ 0.5 else 0, straight-through gradient)", {"gate": "hard"}),
-    "text": ("text-only joint baseline (no image branch, no relation module)",
-             {"image_encoder": None, "relation": None, "gate": "none"}),
-    "norel": ("without relation detection (ungated regions)", {"relation": None, "gate": "none"}),
-}
-
-
-def _variant(base: dict[str, Any], overrides: dict[str, Any], description: str) -> dict[str, Any]:
-    config = copy.deepcopy(base)
-    for key, value in overrides.items():  # None must replace, not merge
-        config[key] = copy.deepcopy(value) if value is not None else None
-    config["description"] = description
-    return config
-
-
-def jml_presets() -> dict[str, dict[str, Any]]:
-    """``jml``, ``jml-hard``, ``jml-text``, ``jml-norel``, their ``-tiny`` versions, ``jml-relation(-tiny)``."""
-    presets: dict[str, dict[str, Any]] = {
-        "jml-relation": copy.deepcopy(RELATION_BASE),
-        "jml-relation-tiny": copy.deepcopy(RELATION_TINY),
-    }
-    for name, base in (("jml", JML_BASE), ("jml-tiny", JML_TINY)):
-        presets[name] = copy.deepcopy(base)
-        for suffix, (what, overrides) in _VARIANTS.items():
-            variant_name = f"jml-{suffix}" + ("-tiny" if name.endswith("-tiny") else "")
-            presets[variant_name] = _variant(base, overrides, f"{name} {what}")
-    return presets
-
-
-__all__ = ["JML", "AspectPrediction", "GatedRegions", "check_span_batch", "jml_presets", "pad_spans", "render_aspects", "POLARITIES"]
+__all__ = ["JML", "GatedRegions", "check_span_batch", "pad_spans", "render_aspects", "POLARITIES"]

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor, nn
 
-from mmfuse.models.builder import ComponentSpec
+from mmfuse.core.batch import check_batch_sizes
 from mmfuse.core.config import ConfigError
-from mmfuse.fusion.residual_attention import Impl
-from mmfuse.heads.relation import RelationHead, relation_loss, relation_probability
-from mmfuse.core.batch import BatchError, check_batch_sizes
-from mmfuse.models.encoding import ProjectedEncoders
-from mmfuse.core.outputs import ClassificationOutput
 from mmfuse.core.features import FeatureDims, Features
+from mmfuse.core.outputs import ClassificationOutput
+from mmfuse.heads.classification import check_class_labels
+from mmfuse.heads.relation import relation_loss, relation_probability
+from mmfuse.models.encoding import ProjectedEncoders, require_module
 
 NAME = "jml-relation"
 
@@ -39,32 +37,34 @@ class JMLRelation(nn.Module):
     """Binary "image adds to the tweet meaning" classifier (TRC), JML's relation module.
 
     Args:
-        text_encoder: text encoder spec (``hf-text``).
-        image_encoder: region encoder spec (``timm-regions``).
+        text_encoder: text encoder module (``hf-text``).
+        image_encoder: region encoder module (``timm-regions``).
+        head: the relation head (:class:`~mmfuse.heads.relation.RelationHead`, eqs 1–5) over
+            ``d_model``-wide tokens and regions, returning ``(logits [B, 2], H [B, 4 · d_model])``.
         d_model: common width of text tokens and regions.
-        n_heads: attention heads of the relation head.
-        ffn_dim: feed-forward width of its self-attention layers (default ``4 · d_model``).
-        dropout: dropout on the projected tokens and inside the head.
+        dropout: dropout on the projected tokens.
         task: the label key (``batch["labels"][task]``) and logits key of the output.
-        impl: attention implementation.
+
+    The registered ``jml-relation`` model factory (:func:`mmfuse.models.jml.builder.build_jml_relation`)
+    builds these parts from a config.
     """
 
     def __init__(
         self,
-        text_encoder: ComponentSpec,
-        image_encoder: ComponentSpec,
+        text_encoder: nn.Module,
+        image_encoder: nn.Module,
+        head: nn.Module,
         d_model: int = 768,
-        n_heads: int = 8,
-        ffn_dim: int | None = None,
         dropout: float = 0.1,
         task: str = "image_adds",
-        impl: Impl = "auto",
     ) -> None:
         super().__init__()
-        if not task or "." in task:
+        if not isinstance(task, str) or not task or "." in task:
             raise ConfigError(f"task: expected a non-empty name without dots, got {task!r}")
+        if image_encoder is None:
+            raise ConfigError("image_encoder: the relation module needs images (a region encoder such as timm-regions)")
         self.encoders = ProjectedEncoders(text_encoder, image_encoder, d_model, dropout, model=NAME)
-        self.head = RelationHead(d_model, n_heads=n_heads, ffn_dim=ffn_dim, dropout=dropout, impl=impl)
+        self.head = require_module(head, (), "head", NAME)
         self.d_model = d_model
         self.task = task
         self.tasks: dict[str, int] = {task: 2}
@@ -117,29 +117,7 @@ class JMLRelation(nn.Module):
                                       fused=fused, text_features=text, image_features=image)
         labels = batch.get("labels")
         if labels is not None:
-            targets = _checked_labels(labels, self.tasks, logits.shape[0])
+            targets = check_class_labels(labels, self.tasks, logits.shape[0])
             output.losses = {self.task: relation_loss(logits, targets[self.task])}
             output.loss = output.losses[self.task]
         return output
-
-
-def _checked_labels(labels: Any, tasks: dict[str, int], batch_size: int) -> dict[str, Tensor]:
-    """``labels`` validated like a classification head's (task → ``[B]`` class indices or -100)."""
-    if not isinstance(labels, Mapping):
-        raise TypeError(f"labels: expected a dict task -> LongTensor [B], got {type(labels).__name__}")
-    out = {}
-    for task, n_classes in tasks.items():
-        if task not in labels:
-            raise BatchError(f"labels: missing {task!r} (this {NAME} model's task); got {sorted(labels)}")
-        y = labels[task]
-        if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
-            raise TypeError(f"labels[{task!r}]: expected a LongTensor [B] of class indices, got "
-                            f"{y.dtype if isinstance(y, Tensor) else type(y).__name__}")
-        if tuple(y.shape) != (batch_size,):
-            raise BatchError(f"labels[{task!r}]: expected shape [{batch_size}], got {tuple(y.shape)}")
-        bad = (y != -100) & ((y < 0) | (y >= n_classes))
-        if bool(bad.any()):
-            raise BatchError(f"labels[{task!r}]: class indices must be in [0, {n_classes - 1}] (or -100), "
-                             f"got {int(y[bad][0])}")
-        out[task] = y.long()
-    return out

@@ -1,4 +1,4 @@
-"""mmfuse-film: an mmfuse plugin contributing FiLM fusion and the ``radm-film-tiny`` preset.
+"""mmfuse-film: an mmfuse plugin contributing FiLM fusion and the ``radm-tiny-film`` preset.
 
 Installed, it is found by mmfuse through its ``mmfuse`` entry point (see ``plugin.py``);
 nothing needs importing by hand.

@@ -27,4 +27,4 @@ def radm_film_tiny() -> dict[str, Any]:
 
 @mmfuse.hookimpl
 def mmfuse_presets() -> dict[str, Callable[[], dict[str, Any]]]:
-    return {"radm-film-tiny": radm_film_tiny}
+    return {"radm-tiny-film": radm_film_tiny}
