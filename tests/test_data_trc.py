@@ -1,5 +1,5 @@
-"""TRC reader: the real, dirty ``shared/data/trc/textimage.csv`` (counts exactly as its README
-states) and small hand-written files for each kind of dirt and both layouts."""
+"""TRC reader: the real, dirty ``trc/textimage.csv`` of the public data (counts exactly as its
+data card states) and small hand-written files for each kind of dirt and both layouts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Twitter-2015/2017 readers: the real TomBERT files of ``shared/data/twitter2015`` (counts and
+"""Twitter-2015/2017 readers: the real TomBERT files of ``twitter2015`` folder of the public data (counts and
 quirks exactly as its README states, word/sub-token alignment on their tokens) and small
 hand-written files for every quirk the reader handles."""
 
@@ -20,7 +20,7 @@ from mmfuse.data.collators.word_alignment import align_words, align_words_batch
 from mmfuse.encoders.tokenizer import build_wordpiece_tokenizer
 
 SPLITS = ("train", "dev", "test")
-# shared/data/README.md, section 1d
+# the published split sizes and label counts
 ROWS = {"train": 3179, "dev": 1122, "test": 1037}
 LABELS = {"train": (368, 1883, 928), "dev": (149, 670, 303), "test": (113, 607, 317)}  # neg, neu, pos
 TWEETS = {"train": 2101, "dev": 727, "test": 674}

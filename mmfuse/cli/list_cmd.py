@@ -1,4 +1,4 @@
-"""``mmfuse list``: every registered component, its kind and the plugin that supplied it."""
+"""``mmfuse list``: every registry entry (components, models, presets, data sets, tasks), its kind and plugin."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from mmfuse.core.registry import KINDS, get_registry
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
-        help="list registered components (encoders, fusion blocks, heads, losses, models, presets)",
-        description="List every registered component with its kind and the plugin that supplied it.",
+        help="list registered entries (encoders, fusion blocks, heads, losses, models, presets, data sets, tasks)",
+        description="List every registered entry (component, model, preset, data set, task) with its kind and "
+                    "the plugin that supplied it.",
     )
     p.add_argument("--kind", choices=KINDS, help="only components of this kind")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -148,9 +148,12 @@ class ComponentInfo:
 
     @property
     def summary(self) -> str:
-        """First line of the factory's docstring (or the preset's ``description``)."""
+        """The preset's or task's ``description``, else the first line of the factory's docstring."""
         if isinstance(self.factory, Mapping):
             return str(self.factory.get("description", ""))
+        description = getattr(self.factory, "description", None)
+        if isinstance(description, str):
+            return description
         doc = getattr(self.factory, "__doc__", None) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
 

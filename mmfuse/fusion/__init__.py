@@ -1,4 +1,6 @@
-"""Fusion blocks: residual attention, RADM interaction layers, self-fusion encoder, cross-attention.
+"""Fusion blocks (``radm-interaction``, ``self-fusion``) and what they are made of: multi-head
+residual attention (:mod:`mmfuse.fusion.residual_attention`), attention / feed-forward sublayers
+(:mod:`mmfuse.fusion.blocks`) and pooling.
 
 Every registered fusion block follows the protocol of :mod:`mmfuse.fusion.protocol`
 (``d_model`` injected; ``forward(text, text_mask, image, image_mask, return_attentions)`` →

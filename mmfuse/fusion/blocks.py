@@ -11,7 +11,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mmfuse.core.config import ConfigError
-from mmfuse.fusion.residual_attention import Impl, Mode, ResidualAttention
+from mmfuse.fusion.residual_attention import ResidualAttention
+from mmfuse.ops.attention import Impl
+from mmfuse.ops.validation import Mode
 
 
 def check_stack_options(n_layers: int, dropout: float) -> None:

@@ -17,17 +17,15 @@ there is **no dropout on the attention probabilities**; ``dropout`` is applied t
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from mmfuse.core.config import ConfigError
 from mmfuse.ops import gated_residual_attention
+from mmfuse.ops.attention import Impl
+from mmfuse.ops.validation import Mode
 
-Mode = Literal["none", "residual", "gated"]
-Impl = Literal["auto", "fused", "reference"]
 IMPLS: tuple[str, ...] = ("auto", "fused", "reference")
 
 

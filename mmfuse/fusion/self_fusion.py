@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from mmfuse.fusion.blocks import AttentionSublayer, FeedForwardSublayer, check_stack_options, layer_modes
 from mmfuse.fusion.protocol import FusionOutput, check_fusion_inputs
-from mmfuse.fusion.residual_attention import Impl, Mode
+from mmfuse.ops.attention import Impl
+from mmfuse.ops.validation import Mode
 
 STREAM = "joint"
 

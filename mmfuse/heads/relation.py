@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from mmfuse.core.config import ConfigError
 from mmfuse.fusion.blocks import AttentionSublayer, FeedForwardSublayer
 from mmfuse.fusion.pooling import masked_mean
-from mmfuse.fusion.residual_attention import Impl
+from mmfuse.ops.attention import Impl
 
 GateMode = Literal["soft", "hard"]
 #: class index of "the image adds to the tweet meaning" (TRC ``image_adds`` = 1)

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfuse.core.config import ConfigError
-from mmfuse.fusion.residual_attention import Impl, ResidualAttention
+from mmfuse.fusion.residual_attention import ResidualAttention
+from mmfuse.ops.attention import Impl
 
 #: value of start / end logits at padded word positions (finite: keeps 0 · log p finite in fp16 too)
 MASKED_LOGIT = -1.0e4

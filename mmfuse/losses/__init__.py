@@ -1,4 +1,7 @@
-"""Losses: task losses and the ITC / ITM auxiliary losses.
+"""Auxiliary losses: ITC and ITM, attached to any model with the fusion protocol (:mod:`mmfuse.losses.auxiliary`).
+
+Task losses are not registered: each model computes its own (RADM: the heads' cross-entropy,
+JML: start + end + polarity) in ``forward``.
 
 This package is a built-in mmfuse plugin: its hook implementations below contribute its
 components to the registry exactly as a third-party plugin would.

@@ -18,7 +18,7 @@ Two file layouts are read (chosen by the header):
     five values ``0,0,0,0,1``: the last four still form a valid one-hot 4-way label, which fixes
     both binary labels (``image_notadds_text_notrepr``, confirmed by the authors' older file).
     ``short_rows="recover"`` (default) keeps them (flagged ``five_values_recovered``);
-    ``short_rows="drop"`` drops them (4469 rows remain, as counted in ``shared/data/README.md``).
+    ``short_rows="drop"`` drops them (4469 rows remain in the public file).
   - Every kept row is checked: the one-hot must have exactly one 1 and agree with the two binary
     columns; a row that does not is dropped (``inconsistent_labels``), never guessed.
 

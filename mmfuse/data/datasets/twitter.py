@@ -8,7 +8,7 @@ its polarity and the image file name. Two forms are read:
 * **aspect** form (TomBERT's task, target-oriented sentiment): one sample per row, class
   ``labels["sentiment"]``.
 * **joint** form (JMASA / MABSA, as in JML and VLP-MABSA): one sample per tweet, rebuilt from
-  the rows as ``shared/data/README.md`` section 1e says: ``words = toks[:i] + target.split(' ') +
+  the rows: ``words = toks[:i] + target.split(' ') +
   toks[i+1:]`` with ``toks = masked_text.split(' ')`` and ``i = toks.index('$T$')``, giving the
   span ``(i, i + len(target words) - 1)``; **consecutive** rows with the same key
   ``(image_id, ' '.join(words))`` form one tweet.

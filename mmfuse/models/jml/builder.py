@@ -15,7 +15,8 @@ from typing import Any
 
 from mmfuse.core.config import ConfigError, call_with_config, factory_parameters
 from mmfuse.core.registry import ComponentSpec, build_component, get_registry
-from mmfuse.fusion.residual_attention import Impl, set_attention_impl
+from mmfuse.fusion.residual_attention import set_attention_impl
+from mmfuse.ops.attention import Impl
 from mmfuse.heads.relation import RelationHead
 from mmfuse.models.jml.model import JML, Gate
 from mmfuse.models.jml.relation import NAME as RELATION_NAME

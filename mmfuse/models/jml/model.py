@@ -48,7 +48,8 @@ from mmfuse.core.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_te
 from mmfuse.core.config import ConfigError
 from mmfuse.core.features import FeatureDims, Features
 from mmfuse.fusion.pooling import masked_mean
-from mmfuse.fusion.residual_attention import Impl, set_attention_impl
+from mmfuse.fusion.residual_attention import set_attention_impl
+from mmfuse.ops.attention import Impl
 from mmfuse.heads.relation import gate_regions, relation_gate, relation_loss, relation_probability
 from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
 from mmfuse.models.encoding import ProjectedEncoders, require_module

@@ -30,7 +30,8 @@ from mmfuse.core.features import FeatureDims, Features
 from mmfuse.core.outputs import ClassificationOutput
 from mmfuse.fusion.pooling import Pooling, pool
 from mmfuse.fusion.protocol import check_fusion_output
-from mmfuse.fusion.residual_attention import Impl, set_attention_impl
+from mmfuse.fusion.residual_attention import set_attention_impl
+from mmfuse.ops.attention import Impl
 from mmfuse.models.encoding import ProjectedEncoders, require_module
 
 NAME = "radm"
