@@ -6,6 +6,9 @@ Quick start::
     mmfuse.list_components()              # {"encoder": [...], "fusion": [...], ...}
     model = mmfuse.build_model("radm-tiny")
 
+``import mmfuse`` also completes the fused operator ``torch.ops.mmfuse.gated_residual_attention``
+(kernels, fake implementation, autograd; see :mod:`mmfuse.ops`), as torchvision does for its ops.
+
 Components register through pluggy (see :mod:`mmfuse.registry`); third-party packages add
 theirs through the ``mmfuse`` entry-point group or :func:`register_plugin`.
 """
@@ -13,6 +16,9 @@ theirs through the ``mmfuse`` entry-point group or :func:`register_plugin`.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+# First: loads mmfuse._C and registers the op's fake implementation and autograd kernel.
+from mmfuse import ops  # noqa: E402,F401  isort: skip
 
 from mmfuse.builder import ComponentSpec, build_component, build_model, resolve_model_config
 from mmfuse.config import ConfigError

@@ -50,7 +50,7 @@ from mmfuse.config import ConfigError
 from mmfuse.fusion.residual_attention import Impl, set_attention_impl
 from mmfuse.heads.relation import gate_regions, relation_gate, relation_loss, relation_probability
 from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
-from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
+from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, checking_values, get_tensor
 from mmfuse.models.jml_encoding import ProjectedEncoders
 from mmfuse.models.jml_relation import JMLRelation
 from mmfuse.models.outputs import AspectPrediction, JointSpanOutput
@@ -116,10 +116,11 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
         raise BatchError(f"word_starts: expected shape [B={b}, W], got {list(word_starts.shape)}")
     n_words = word_starts.shape[1]
     _shape(word_mask, "word_mask", (b, n_words), "[B, W]")
-    if bool(((word_starts < 0) | (word_starts >= length))[word_mask].any()):
+    values = checking_values()  # value checks: eager only (see mmfuse.models.batch)
+    if values and bool(((word_starts < 0) | (word_starts >= length))[word_mask].any()):
         raise BatchError(f"word_starts: indices of real words must be in [0, {length}) (the input_ids length)")
     starts = word_starts.clamp(0, length - 1).long()
-    if bool((~attention_mask.bool().gather(1, starts))[word_mask].any()):
+    if values and bool((~attention_mask.bool().gather(1, starts))[word_mask].any()):
         raise BatchError("word_starts: a real word (word_mask True) starts at a padding token (attention_mask 0)")
     out = SpanBatch(word_starts=starts, word_mask=word_mask)
 
@@ -139,8 +140,8 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
     if spans.dim() != 3 or spans.shape[0] != b or spans.shape[2] != 2:
         raise BatchError(f"spans: expected shape [B={b}, S, 2], got {list(spans.shape)}")
     _shape(span_mask, "span_mask", tuple(spans.shape[:2]), "[B, S]")
-    real = spans[span_mask]
-    if real.numel():
+    real = spans[span_mask] if values else None
+    if real is not None and real.numel():
         n_real_words = word_mask.sum(dim=1, keepdim=True).expand(-1, spans.shape[1])[span_mask]
         bad = (real[:, 0] < 0) | (real[:, 1] < real[:, 0]) | (real[:, 1] >= n_real_words)
         if bool(bad.any()):
@@ -153,13 +154,13 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
     for key in ("start_labels", "end_labels"):
         value = get_tensor(batch, key, "float [B, W] multi-hot over words")
         _shape(value, key, (b, n_words), "[B, W]")
-        if bool(((value != 0) & (value != 1)).any()):
+        if values and bool(((value != 0) & (value != 1)).any()):
             raise BatchError(f"{key}: expected 0/1 values (multi-hot over words)")
         setattr(out, key, value.float())
     polarity = _int_tensor(batch, "span_polarity", "LongTensor [B, S], class index or -100 for padding")
     _shape(polarity, "span_polarity", tuple(spans.shape[:2]), "[B, S]")
     bad = span_mask & ((polarity < 0) | (polarity >= n_polarities))
-    if bool(bad.any()):
+    if values and bool(bad.any()):
         raise BatchError(f"span_polarity: real spans need a class index in [0, {n_polarities - 1}], "
                          f"got {int(polarity[bad][0])}")
     out.span_polarity = polarity.long().masked_fill(~span_mask, IGNORE_INDEX)
@@ -433,7 +434,7 @@ class JML(nn.Module):
                             f"{labels.dtype if isinstance(labels, Tensor) else type(labels).__name__}")
         if tuple(labels.shape) != (batch_size,):
             raise BatchError(f"relation_labels: expected shape [{batch_size}], got {list(labels.shape)}")
-        if bool(((labels != -100) & ((labels < 0) | (labels > 1))).any()):
+        if checking_values() and bool(((labels != -100) & ((labels < 0) | (labels > 1))).any()):
             raise BatchError("relation_labels: expected 0 (image does not add), 1 (image adds) or -100")
         return relation_loss(logits, labels)
 
