@@ -120,8 +120,8 @@ def check_image_mask(batch: Mapping[str, Any], batch_size: int) -> Tensor | None
 
 def check_batch_sizes(sizes: Mapping[str, int]) -> int:
     """All entries of ``sizes`` (key → first dimension) must agree; returns the batch size."""
-    values = set(sizes.values())
-    if len(values) > 1:
+    values = list(sizes.values())  # compared, not hashed: symbolic sizes (torch.export) have no hash
+    if any(value != values[0] for value in values[1:]):
         detail = ", ".join(f"{key}: {size}" for key, size in sizes.items())
         raise BatchError(f"batch: mismatched batch sizes ({detail})")
-    return values.pop()
+    return values[0]

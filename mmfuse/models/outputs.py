@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
 from torch import Tensor
 
 from mmfuse.models.protocol import Features
@@ -110,3 +111,9 @@ class JointSpanOutput(ModelOutput):
         return decode_spans_batch(self.start_logits.float(), self.end_logits.float(), self.word_mask, top_k=top_k,
                                   max_span_len=max_span_len, threshold=threshold, max_spans=max_spans,
                                   length_penalty=length_penalty)
+
+
+# Pytree nodes, so that torch.export (and anything flattening outputs: torch.compile, DDP) sees
+# the tensors inside; the names make an exported program's output spec serialisable.
+for _cls in (ModelOutput, ClassificationOutput, JointSpanOutput):
+    torch.export.register_dataclass(_cls, serialized_type_name=f"mmfuse.models.outputs.{_cls.__name__}")
