@@ -53,6 +53,19 @@ def _nullable(convert: Any) -> Any:
     return parse
 
 
+def _yaml_value(text: str) -> Any:
+    """A structured option value written as YAML / JSON (``[{match: 'x.*', learning_rate: 1e-4}]``)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"expected a YAML value, got {text!r} ({exc.problem})") from None
+
+
+_yaml_value.__name__ = "YAML"
+
+
 def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = ()) -> None:
     """One ``--field-name`` option per dataclass field, typed from its annotation, help from its metadata.
 
@@ -74,6 +87,9 @@ def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tup
             continue
         if typing.get_origin(tp) is Literal:
             kwargs["choices"] = list(typing.get_args(tp))
+        elif tp not in (int, float, str):  # lists / mappings (e.g. param_groups): one YAML value
+            kwargs["type"] = _yaml_value
+            kwargs["metavar"] = "YAML"
         else:
             convert = {int: int, float: float, str: str}[tp]
             kwargs["type"] = _nullable(convert) if optional else convert
