@@ -54,13 +54,22 @@ def _nullable(convert: Any) -> Any:
 
 
 def _yaml_value(text: str) -> Any:
-    """A structured option value written as YAML / JSON (``[{match: 'x.*', learning_rate: 1e-4}]``)."""
+    """A structured option value written as YAML / JSON (``[{match: 'x.*', learning_rate: 1e-4}]``);
+    numbers like ``1e-4`` are floats (YAML 1.2), not the strings PyYAML's YAML 1.1 makes of them."""
+    import re
+
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise argparse.ArgumentTypeError(f"expected a YAML value, got {text!r} ({exc.problem})") from None
+        raise argparse.ArgumentTypeError(f"expected a YAML value, got {text!r} ({exc})") from None
 
 
 _yaml_value.__name__ = "YAML"

@@ -82,7 +82,9 @@ def parameter_groups(model: nn.Module, weight_decay: float,
             elif any(fnmatch.fnmatchcase(n, pattern) for n in all_names):
                 why = "it matches only frozen parameters"
             else:
-                why = f"it matches no parameter name (e.g. {', '.join(repr(n) for n in all_names[:3])})"
+                prefixes = list(dict.fromkeys(".".join(n.split(".")[:2]) for n in all_names))
+                shown = ", ".join(f"'{p}.*'" if p not in all_names else repr(p) for p in prefixes[:8])
+                why = f"it matches no parameter name (the names start with {shown}{', ...' if len(prefixes) > 8 else ''})"
             raise ConfigError(f"training.param_groups[{i}].match: {pattern!r} selects no trainable parameter: {why}")
     result = _split_decay(rest, weight_decay, exempt, {})
     for group, named_group in zip(groups, members):
