@@ -53,6 +53,28 @@ def _nullable(convert: Any) -> Any:
     return parse
 
 
+def _yaml_value(text: str) -> Any:
+    """A structured option value written as YAML / JSON (``[{match: 'x.*', learning_rate: 1e-4}]``);
+    numbers like ``1e-4`` are floats (YAML 1.2), not the strings PyYAML's YAML 1.1 makes of them."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"expected a YAML value, got {text!r} ({exc})") from None
+
+
+_yaml_value.__name__ = "YAML"
+
+
 def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = ()) -> None:
     """One ``--field-name`` option per dataclass field, typed from its annotation, help from its metadata.
 
@@ -74,6 +96,9 @@ def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tup
             continue
         if typing.get_origin(tp) is Literal:
             kwargs["choices"] = list(typing.get_args(tp))
+        elif tp not in (int, float, str):  # lists / mappings (e.g. param_groups): one YAML value
+            kwargs["type"] = _yaml_value
+            kwargs["metavar"] = "YAML"
         else:
             convert = {int: int, float: float, str: str}[tp]
             kwargs["type"] = _nullable(convert) if optional else convert

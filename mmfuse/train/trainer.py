@@ -31,7 +31,7 @@ from mmfuse.train.arguments import SCHEDULE_FIELDS, TrainingArguments
 from mmfuse.train.distributed import DistributedContext, all_reduce_sum, barrier, setup_distributed
 from mmfuse.train.loading import batch_size_of, make_loader, move_to_device
 from mmfuse.train.logs import RunLogger
-from mmfuse.train.optim import build_optimizer, linear_schedule, warmup_steps_for
+from mmfuse.train.optim import build_optimizer, build_scheduler
 from mmfuse.train.seeding import seed_everything
 from mmfuse.train.tasks import LabelSchema, TrainTask, get_task
 
@@ -172,7 +172,8 @@ class Trainer:
 
     @property
     def metric_name(self) -> str:
-        return self.args.metric_for_best_model
+        """``metric_for_best_model``, or the task's ``default_metric`` when it is not set."""
+        return self.args.metric_for_best_model or self.task.default_metric
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -193,8 +194,12 @@ class Trainer:
         )
 
     @torch.no_grad()
-    def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
+    def evaluate(self, dataset: Dataset | None = None, *, select: bool = False) -> dict[str, Any]:
         """The task's metrics on ``dataset`` (default: the eval set) plus the mean ``loss``.
+
+        ``select`` (the trainer's evaluations during training): a task with a ``build_selector``
+        hook also chooses its inference settings on ``dataset`` and applies them to the model
+        (see :class:`~mmfuse.train.tasks.TrainTask`).
 
         Under DDP every rank scores its shard and the counts are summed, so each rank returns
         the metrics of the whole set (every item counted once).
@@ -205,7 +210,10 @@ class Trainer:
         model = _unwrap(self.model)
         was_training = model.training
         model.eval()
-        evaluator = self.task.build_evaluator(self.label_schema)
+        if select and self.task.build_selector is not None:
+            evaluator = self.task.build_selector(self.label_schema, model)
+        else:
+            evaluator = self.task.build_evaluator(self.label_schema)
         totals = torch.zeros(2, dtype=torch.float64)  # loss · rows, rows with a loss
         try:
             for batch in self.evaluation_loader(dataset):
@@ -303,7 +311,7 @@ class Trainer:
         steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
         total_steps = args.max_steps if args.max_steps is not None else args.num_epochs * steps_per_epoch
         optimizer = build_optimizer(model, args)
-        scheduler = linear_schedule(optimizer, warmup_steps_for(args, total_steps), total_steps)
+        scheduler = build_scheduler(optimizer, args, total_steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         state = TrainerState(total_steps=total_steps, world_size=ctx.world_size, args=args.to_dict())
@@ -436,7 +444,7 @@ class Trainer:
         save = evaluate or last or (epoch_done and (args.eval_strategy == "no" or self.eval_dataset is None))
         name = ckpt.checkpoint_name(state.global_step)
         if evaluate:
-            metrics = self.evaluate()
+            metrics = self.evaluate(select=True)
             if self.metric_name not in metrics:
                 raise ConfigError(
                     f"training.metric_for_best_model: {self.metric_name!r} is not among the evaluation "
@@ -477,7 +485,7 @@ class Trainer:
                        device=str(ctx.device))
         metrics: dict[str, float] = {}
         if self.eval_dataset is not None and args.eval_strategy != "no":
-            metrics = self.evaluate()
+            metrics = self.evaluate(select=True)
             self.logger.log("final", state.global_step, {"checkpoint": state.best_checkpoint if args.load_best_model_at_end  # type: ignore[union-attr]
                                                          else None, **metrics})
         if ctx.is_main:
