@@ -651,6 +651,13 @@ class Trainer:
             metrics = self.evaluate()
             self.logger.log("final", state.global_step, {"checkpoint": state.best_checkpoint if args.load_best_model_at_end  # type: ignore[union-attr]
                                                          else None, **metrics})
+        if "loss" in metrics and not math.isfinite(metrics["loss"]):
+            last = state.best_checkpoint if args.load_best_model_at_end else None
+            raise NonFiniteLossError(
+                f"train: the final model's evaluation loss is {describe_value(metrics['loss'])} (checkpoint {last!r}); "
+                "not exporting it to model/. The run diverged: lower the learning rate",
+                state.global_step, last,
+            )
         if ctx.is_main:
             extra = {EVAL_RESULTS_NAME: metrics} if metrics else {}
             ckpt.export_model(model, self.output_dir / MODEL_DIR, self.task_info, extra)
