@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import types
 import typing
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from mmfuse.config import ConfigError, parse_set_overrides
-from mmfuse.utils.io import atomic_write_text
+from mmfuse.utils.io import atomic_write_text, check_writable_file, json_dumps
 
 
 def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -108,12 +107,20 @@ def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tup
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
+    """Standard JSON on stdout (non-finite numbers as ``null``)."""
+    print(json_dumps(value, indent=2))
     sys.stdout.flush()
 
 
 def write_json(value: Any, path: str | Path) -> None:
-    atomic_write_text(Path(path), json.dumps(value, indent=2) + "\n")
+    atomic_write_text(Path(path), json_dumps(value, indent=2) + "\n")
+
+
+def check_output_option(path: str | None, flag: str = "--output") -> None:
+    """Fail before any work when ``path`` cannot be written (a folder, a file as its folder, a
+    read-only or missing-and-uncreatable folder); one line naming ``flag``."""
+    if path:
+        check_writable_file(path, flag)
 
 
 def dataset_from_info(info: Mapping[str, Any], args: argparse.Namespace, command: str) -> tuple[str, str | None, dict[str, Any]]:

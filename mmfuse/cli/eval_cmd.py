@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmfuse.cli.common import add_dataset_arguments, dataset_from_info, print_json, write_json
+from mmfuse.cli.common import add_dataset_arguments, check_output_option, dataset_from_info, print_json, write_json
 
 DESCRIPTION = """\
 Evaluate a trained model on a split of a data set and print the task's metrics as JSON (for
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from mmfuse.train import Trainer, TrainingArguments
     from mmfuse.train.inference import load_trained
 
+    check_output_option(args.output)  # before any work
     trained = load_trained(args.checkpoint)
     name, data_dir, options = dataset_from_info(trained.info, args, "eval")
     dataset = build_dataset(name, args.split, data_dir, **options)

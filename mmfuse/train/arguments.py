@@ -23,6 +23,7 @@ SchedulerName = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
 ]
 PARAM_GROUP_KEYS: tuple[str, ...] = ("match", "learning_rate", "weight_decay")
+NonFinitePolicy = Literal["stop", "skip"]
 
 
 def _field(default: Any, help: str) -> Any:
@@ -63,6 +64,17 @@ class TrainingArguments:
     eval_strategy: Strategy = _field("epoch", "evaluate (and checkpoint) every epoch, every eval_steps steps, or never")
     eval_steps: int | None = _field(None, "optimizer steps between evaluations with eval_strategy=steps")
     save_total_limit: int = _field(2, "training checkpoints kept (the best one is kept in addition)")
+    save_steps: int | None = _field(
+        None, "also write a checkpoint every N optimizer steps, between evaluations (null: only at evaluations)"
+    )
+    overwrite_output_dir: bool = _field(
+        False, "delete the run already in output_dir (checkpoints, logs, model, run.yaml) and start afresh; "
+        "without it a new (non-resume) run into a used output_dir is refused"
+    )
+    on_nonfinite_loss: NonFinitePolicy = _field(
+        "stop", "a NaN/inf loss or gradient: stop (naming the step, last good checkpoint kept) or skip the "
+        "step's update and go on"
+    )
     metric_for_best_model: str | None = _field(
         None, "dev metric that selects the best checkpoint and early stopping (null: the task's default metric, "
         "e.g. macro_f1 for classification, joint_f1 for jmasa)"
@@ -111,6 +123,8 @@ class TrainingArguments:
             raise ConfigError("training.early_stopping_patience: needs evaluations (eval_strategy is 'no')")
         if not self.output_dir:
             raise ConfigError("training.output_dir: expected a non-empty path")
+        if self.save_steps is not None:
+            self._require("save_steps", self.save_steps >= 1, "an int >= 1 (or null)")
 
     def _check_param_groups(self) -> None:
         assert self.param_groups is not None
