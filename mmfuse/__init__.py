@@ -5,6 +5,8 @@ Quick start::
     import mmfuse
     mmfuse.list_components()              # {"encoder": [...], "fusion": [...], ...}
     model = mmfuse.build_model("radm-tiny")
+    model.save_pretrained("my-model")     # config.json + model.safetensors (+ tokenizer files)
+    model = mmfuse.from_pretrained("my-model")   # or a training run folder, e.g. "runs/demo"
 
 Components register through pluggy (see :mod:`mmfuse.registry`); third-party packages add
 theirs through the ``mmfuse`` entry-point group or :func:`register_plugin`.
@@ -13,6 +15,10 @@ theirs through the ``mmfuse`` entry-point group or :func:`register_plugin`.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+import os
+from pathlib import Path
+from typing import Any
 
 from mmfuse.builder import ComponentSpec, build_component, build_model, resolve_model_config
 from mmfuse.config import ConfigError
@@ -28,7 +34,23 @@ from mmfuse.registry import (
     unregister_plugin,
 )
 
+def save_pretrained(model: Any, directory: str | os.PathLike[str]) -> Path:
+    """Save any model built by :func:`build_model` to ``directory`` (see :mod:`mmfuse.checkpoint`)."""
+    from mmfuse.checkpoint import save_pretrained as _save
+
+    return _save(model, directory)
+
+
+def from_pretrained(path: str | os.PathLike[str], map_location: Any = "cpu", **overrides: Any) -> Any:
+    """Load a model saved by :func:`save_pretrained`, from its folder or a training run folder (``runs/X``)."""
+    from mmfuse.checkpoint import load_pretrained
+
+    return load_pretrained(path, map_location=map_location, **overrides)
+
+
 __all__ = [
+    "save_pretrained",
+    "from_pretrained",
     "__version__",
     "build_model",
     "build_component",
