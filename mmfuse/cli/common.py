@@ -91,6 +91,19 @@ def write_json(value: Any, path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(value, indent=2) + "\n")
 
 
+def checked_device(value: str, command: str) -> str:
+    """``value`` of ``--device`` if this machine has it; else a ConfigError naming ``--device``
+    (not the ``training.device`` field it is passed on to)."""
+    from mmfuse.train.distributed import resolve_device
+
+    try:
+        resolve_device(value)
+    except ConfigError as exc:
+        detail = str(exc).split(": ", 1)[-1]
+        raise ConfigError(f"{command}: --device: {detail}") from None
+    return value
+
+
 def dataset_from_info(info: Mapping[str, Any], args: argparse.Namespace, command: str) -> tuple[str, str | None, dict[str, Any]]:
     """(name, data_dir, options) from the command line, falling back to the data set recorded in ``task.json``."""
     recorded = info.get("dataset") or {}
