@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.config import CONFIG_SUFFIXES, ConfigError, call_with_config, deep_merge, load_config
-from mmfuse.registry import get_registry
+from mmfuse.provenance import COMPONENTS_ATTRIBUTE, METADATA_KEY, collecting, record_component, stamp_component
+from mmfuse.registry import UnknownComponentError, get_registry
 
 ComponentSpec = str | Mapping[str, Any]
 
@@ -67,16 +68,20 @@ def build_model(spec: ComponentSpec | os.PathLike[str], **overrides: Any):
     from mmfuse.losses.auxiliary import attach_aux_losses, parse_aux_loss_specs
 
     config = resolve_model_config(spec, **overrides)
+    config.pop(METADATA_KEY, None)  # what save_pretrained records about the saving install
     options = {k: v for k, v in config.items() if k not in ("model", "aux_losses")}
     aux_losses = config.get("aux_losses")
     if aux_losses is not None:
         parse_aux_loss_specs(aux_losses, where="aux_losses")  # fail before building the model
-    info = get_registry().get("model", config["model"])
-    model = call_with_config(info.factory, options, where="")
-    if aux_losses is not None:
-        attach_aux_losses(model, aux_losses, where="aux_losses")
+    with collecting() as components:
+        info = get_registry().get("model", config["model"])
+        record_component(info)
+        model = call_with_config(info.factory, options, where="")
+        if aux_losses is not None:
+            attach_aux_losses(model, aux_losses, where="aux_losses")
     try:
         model.mmfuse_config = copy.deepcopy(config)
+        setattr(model, COMPONENTS_ATTRIBUTE, components)
     except AttributeError:  # pragma: no cover - objects that refuse attributes
         pass
     return model
@@ -100,5 +105,25 @@ def build_component(kind: str, spec: ComponentSpec, where: str | None = None, **
         options = {k: v for k, v in spec.items() if k != "name"}
     else:
         raise ConfigError(f"{where}: expected a {kind} name or a mapping with 'name', got {type(spec).__name__}")
-    info = get_registry().get(kind, name)
-    return call_with_config(info.factory, options, where=where, **extra)
+    try:
+        info = get_registry().get(kind, name)
+    except UnknownComponentError as err:
+        raise UnknownComponentError(f"{where}.name: {err}") from None
+    record_component(info)
+    try:
+        component = call_with_config(info.factory, options, where=where, **extra)
+    except ConfigError as err:
+        raise ConfigError(_under(where, str(err))) from err.__cause__
+    stamp_component(component, where)
+    return component
+
+
+def _under(where: str, message: str) -> str:
+    """``message`` of a component's own check, prefixed with the component's key path: ``n_heads: ...``
+    raised inside the fusion block reads ``fusion.n_heads: ...`` (unchanged when it already names it)."""
+    if not where or message.startswith((f"{where}.", f"{where}:", f"{where}[")):
+        return message
+    head, sep, _ = message.partition(": ")
+    if sep and head and " " not in head:  # "key.path: ..."
+        return f"{where}.{message}"
+    return f"{where}: {message}"

@@ -1,8 +1,13 @@
 """Saving and loading model weights: ``model.safetensors`` + ``config.json`` in one folder.
 
 Both files are written atomically (temporary file + ``os.replace``), so an interrupted save
-never leaves a half-written file. ``load_pretrained`` rebuilds the model from the stored
-config through :func:`mmfuse.build_model` and loads the weights strictly.
+never leaves a half-written file. The folder is all a saved model needs (HF's
+``save_pretrained`` contract): the config is made portable (:mod:`mmfuse.portable`; e.g. an
+``hf-text`` encoder's tokenizer files are saved next to the weights) and records the
+third-party plugins it was built with (:mod:`mmfuse.provenance`). ``load_pretrained`` rebuilds
+the model from the stored config through :func:`mmfuse.build_model` and loads the weights
+strictly; it accepts the model folder or a training run folder (``runs/X``, whose ``model/``
+folder it uses).
 """
 
 from __future__ import annotations
@@ -21,12 +26,30 @@ from mmfuse.utils.io import atomic_write_text, atomic_write_with, json_dumps, re
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: the model folder inside a training run folder (``Trainer`` exports the final model there)
+RUN_MODEL_DIR = "model"
+
+
+def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself if it holds a saved model, else ``path/model`` (a training run folder)."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / RUN_MODEL_DIR / CONFIG_NAME).is_file():
+        return path / RUN_MODEL_DIR
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    raise FileNotFoundError(
+        f"checkpoint {str(path)!r}: no {CONFIG_NAME} in it or in {str(path / RUN_MODEL_DIR)!r} (expected a "
+        f"model folder written by save_pretrained, or a training run folder)"
+    )
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], config: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s weights and config to ``directory``; returns the folder path.
 
-    ``config`` defaults to ``model.mmfuse_config`` (set by :func:`mmfuse.build_model`).
+    ``config`` defaults to ``model.mmfuse_config`` (set by :func:`mmfuse.build_model`). Files the
+    config would otherwise reference elsewhere (tokenizers) are written into ``directory`` too.
     """
     config = config if config is not None else getattr(model, "mmfuse_config", None)
     if config is None:
@@ -34,8 +57,12 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], config:
             "config: the model has no `mmfuse_config` (it was not built with mmfuse.build_model); "
             "pass config= explicitly"
         )
+    from mmfuse.portable import portable_config
+    from mmfuse.provenance import METADATA_KEY, saved_metadata
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    config = {**portable_config(model, config, out), METADATA_KEY: saved_metadata(model)}
     # shared (tied) tensors are handled by safetensors' save_model
     atomic_write_with(out / WEIGHTS_NAME, lambda tmp: st_save_model(model, str(tmp)))
     atomic_write_text(out / CONFIG_NAME, json_dumps(config, indent=2) + "\n")
@@ -121,17 +148,24 @@ def load_pretrained(
     directory: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any
 ) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained` and load its weights (strict, checked:
-    see :func:`load_weights`)."""
-    from mmfuse.builder import build_model
-    from mmfuse.registry import RegistryError
+    see :func:`load_weights`).
 
-    directory = Path(directory)
+    ``directory`` is the model folder or a training run folder (its ``model/`` is used).
+    """
+    from mmfuse.builder import build_model
+    from mmfuse.portable import checkpoint_root
+    from mmfuse.registry import RegistryError
+    from mmfuse.provenance import METADATA_KEY, check_plugins_available
+
+    directory = resolve_model_dir(directory)
     config = load_config_from(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {str(directory)!r}: no {WEIGHTS_NAME}")
+    check_plugins_available(config.pop(METADATA_KEY, None), f"checkpoint {str(directory)!r}")
     try:
-        model = build_model(config, **overrides)
+        with checkpoint_root(directory):
+            model = build_model(config, **overrides)
     except (ValueError, TypeError, KeyError, RegistryError) as exc:
         raise CheckpointError(f"checkpoint file {str(directory / CONFIG_NAME)!r}: cannot build the model: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

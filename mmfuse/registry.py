@@ -126,6 +126,8 @@ class Registry:
         self._load_entry_points = load_entry_points
         self._setup_done = False
         self._index: dict[str, dict[str, ComponentInfo]] | None = None
+        #: plugin name -> the distribution (pip package) that installed it, for entry-point plugins
+        self._distributions: dict[str, str] = {}
         self._lock = threading.RLock()
 
     # -- plugin loading -------------------------------------------------------------
@@ -159,6 +161,14 @@ class Registry:
                 )
                 continue
             self.pm.register(plugin, name=ep.name)
+            dist = getattr(ep, "dist", None)
+            if dist is not None and getattr(dist, "name", None):
+                self._distributions[ep.name] = dist.name
+
+    def distribution_of(self, plugin: str) -> str | None:
+        """The distribution (pip package name) that supplied the entry-point plugin ``plugin``, if known."""
+        self._setup()
+        return self._distributions.get(plugin)
 
     def register_plugin(self, plugin: object, name: str | None = None) -> str:
         """Register ``plugin`` (a module or object with ``@hookimpl`` methods) in-process.
@@ -236,10 +246,10 @@ class Registry:
             raise TypeError(f"{kind} name must be a string, got {type(name).__name__}: {name!r}")
         if name not in entries:
             known = sorted(entries)
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            close = suggest(name, known)
+            hint = f" Did you mean {close!r}?" if close else ""
             raise UnknownComponentError(
-                f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known) if known else '(none)'}"
+                f"unknown {kind} {name!r}.{hint} Known {plural(kind)}: {', '.join(known) if known else '(none)'}"
             )
         return entries[name]
 
@@ -260,6 +270,20 @@ class Registry:
     def plugins(self) -> list[str]:
         self._setup()
         return sorted(name for name, _ in self.pm.list_name_plugin())
+
+
+def plural(kind: str) -> str:
+    """``"losses"`` for ``"loss"``, ``"encoders"`` for ``"encoder"``: kinds in messages."""
+    return f"{kind}es" if kind.endswith(("s", "x", "sh", "ch")) else f"{kind}s"
+
+
+def suggest(name: str, known: Iterable[str], cutoff: float = 0.5) -> str | None:
+    """The known name closest to ``name``, compared case-insensitively (``RADM-tiny`` → ``radm-tiny``)."""
+    by_lower: dict[str, str] = {}
+    for item in known:
+        by_lower.setdefault(item.lower(), item)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=cutoff)
+    return by_lower[close[0]] if close else None
 
 
 _REGISTRY: Registry | None = None

@@ -123,6 +123,19 @@ def check_output_option(path: str | None, flag: str = "--output") -> None:
         check_writable_file(path, flag)
 
 
+def checked_device(value: str, command: str) -> str:
+    """``value`` of ``--device`` if this machine has it; else a ConfigError naming ``--device``
+    (not the ``training.device`` field it is passed on to)."""
+    from mmfuse.train.distributed import resolve_device
+
+    try:
+        resolve_device(value)
+    except ConfigError as exc:
+        detail = str(exc).split(": ", 1)[-1]
+        raise ConfigError(f"{command}: --device: {detail}") from None
+    return value
+
+
 def dataset_from_info(info: Mapping[str, Any], args: argparse.Namespace, command: str) -> tuple[str, str | None, dict[str, Any]]:
     """(name, data_dir, options) from the command line, falling back to the data set recorded in ``task.json``."""
     recorded = info.get("dataset") or {}

@@ -9,6 +9,7 @@ This is what ``mmfuse train --dataset NAME --data-dir PATH`` uses.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Callable
 
@@ -94,6 +95,13 @@ def build_dataset(
         close = difflib.get_close_matches(str(name), list(DATASETS), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"dataset: unknown data set {name!r}{hint}; known: {', '.join(list_datasets())}")
-    return call_with_config(
+    dataset = call_with_config(
         builder, options, where=name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir)
     )
+    record = {"name": name, "data_dir": None if data_dir is None else os.fspath(data_dir), "options": dict(options)}
+    try:
+        json.dumps(record)
+        dataset.build_spec = record  # the Trainer records it in task.json, so `mmfuse eval RUN` finds the data
+    except (TypeError, ValueError, AttributeError):  # options that are not JSON, or a dataset refusing attributes
+        pass
+    return dataset

@@ -54,6 +54,7 @@ from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
 from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, checking_values, get_tensor
 from mmfuse.models.jml_encoding import ProjectedEncoders
 from mmfuse.models.jml_relation import JMLRelation
+from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.outputs import AspectPrediction, JointSpanOutput
 from mmfuse.models.protocol import FeatureDims, Features
 from mmfuse.models.radm import BERT_BASE
@@ -178,7 +179,11 @@ def _load_relation(checkpoint: str, where: str) -> JMLRelation:
     model_name = load_config_from(folder).get("model")
     if model_name != "jml-relation":
         raise ConfigError(f"{where}: {checkpoint!r} holds a {model_name!r} model, expected 'jml-relation'")
-    return load_pretrained(folder, map_location="cpu")
+    from mmfuse.provenance import stamp_component
+
+    relation = load_pretrained(folder, map_location="cpu")
+    stamp_component(relation, "relation")  # its config replaces relation_checkpoint when saved
+    return relation
 
 
 def _same_vocabulary(a: Any, b: Any) -> bool:
@@ -198,7 +203,7 @@ class GatedRegions:
     relation_logits: Tensor | None = None
 
 
-class JML(nn.Module):
+class JML(PretrainedMixin, nn.Module):
     """The JML joint aspect-term extraction + aspect sentiment model.
 
     Args:
@@ -304,6 +309,15 @@ class JML(nn.Module):
         self.feature_dims = FeatureDims(text=d_model, image=d_model, fused=d_model) if has_image else None
         if impl != "auto":
             set_attention_impl(self, impl)
+
+    def portable_options(self, options: dict[str, Any], folder: Path, prefix: str) -> dict[str, Any]:
+        """Options with the relation module's config (``relation``) instead of ``relation_checkpoint``:
+        its weights are part of this model's ``model.safetensors``."""
+        if options.get("relation_checkpoint") is None or self.relation is None:
+            return options
+        loaded = dict(getattr(self.relation, "mmfuse_config", None) or {})
+        relation = {k: v for k, v in loaded.items() if k not in ("model", "aux_losses")}
+        return {**{k: v for k, v in options.items() if k != "relation_checkpoint"}, "relation": relation}
 
     def _check_relation_inputs(self) -> None:
         assert self.relation is not None

@@ -29,13 +29,14 @@ from mmfuse.fusion.residual_attention import Impl
 from mmfuse.heads.relation import RelationHead, relation_loss, relation_probability
 from mmfuse.models.batch import BatchError, check_batch_sizes, checking_values
 from mmfuse.models.jml_encoding import ProjectedEncoders
+from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.outputs import ClassificationOutput
 from mmfuse.models.protocol import FeatureDims, Features
 
 NAME = "jml-relation"
 
 
-class JMLRelation(nn.Module):
+class JMLRelation(PretrainedMixin, nn.Module):
     """Binary "image adds to the tweet meaning" classifier (TRC), JML's relation module.
 
     Args:

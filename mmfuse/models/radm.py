@@ -36,6 +36,7 @@ from mmfuse.models.batch import (
     check_pixel_values,
     check_text_inputs,
 )
+from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.outputs import ClassificationOutput
 from mmfuse.models.protocol import FeatureDims, Features
 
@@ -51,7 +52,7 @@ def _require(component: object, attributes: tuple[str, ...], where: str) -> None
                           f"(required of a {where.replace('_', ' ')} by the radm model)")
 
 
-class RADM(nn.Module):
+class RADM(PretrainedMixin, nn.Module):
     """The RADM multimodal classifier.
 
     Args:

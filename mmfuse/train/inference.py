@@ -18,12 +18,11 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from mmfuse.checkpoint import CONFIG_NAME, CheckpointError, load_pretrained
+from mmfuse.checkpoint import CheckpointError, load_pretrained, resolve_model_dir
 from mmfuse.data.base import OnBadImage, SkippedItem, check_on_bad_image
 from mmfuse.data.images import BadImageError, check_image, load_image
 from mmfuse.train.checkpointing import TASK_NAME
 from mmfuse.train.tasks import LabelSchema, TrainTask, get_task
-from mmfuse.train.trainer import MODEL_DIR
 from mmfuse.utils.io import read_json_file, read_text_file
 
 
@@ -36,19 +35,6 @@ class TrainedModel:
     label_schema: LabelSchema
     info: dict[str, Any]
     path: Path
-
-
-def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
-    """``path`` itself if it holds a model, else ``path/model`` (a training ``output_dir``)."""
-    path = Path(path)
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if (path / MODEL_DIR / CONFIG_NAME).is_file():
-        return path / MODEL_DIR
-    raise FileNotFoundError(
-        f"checkpoint {str(path)!r}: neither it nor {str(path / MODEL_DIR)!r} holds a trained model "
-        f"({CONFIG_NAME} + model.safetensors + {TASK_NAME})"
-    )
 
 
 def load_trained(path: str | os.PathLike[str], map_location: str = "cpu") -> TrainedModel:

@@ -137,7 +137,9 @@ class Trainer:
         train_dataset / eval_dataset: raw-sample data sets (e.g. from :func:`mmfuse.data.build_dataset`).
         task: a task name from :mod:`mmfuse.train.tasks` or a :class:`TrainTask`.
         label_schema: the task's label description; default: ``task.label_schema(train_dataset)``.
-        run_info: extra JSON saved in ``task.json`` (the CLI stores the data set it trained on).
+        run_info: extra JSON saved in ``task.json``; its ``dataset`` defaults to how
+            :func:`mmfuse.data.build_dataset` made the training set (name, data_dir, options), which
+            ``mmfuse eval`` / ``predict`` reuse when no ``--dataset`` is given.
         callbacks: :class:`TrainerCallback` objects.
 
     Call :func:`mmfuse.train.seed_everything` (``args.seed``) *before* building the model for
@@ -170,6 +172,9 @@ class Trainer:
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.run_info = dict(run_info or {})
+        spec = getattr(train_dataset if train_dataset is not None else eval_dataset, "build_spec", None)
+        if "dataset" not in self.run_info and isinstance(spec, Mapping):
+            self.run_info["dataset"] = dict(spec)  # what build_dataset made it from: `mmfuse eval RUN` reuses it
         self.callbacks = list(callbacks)
         if args.torch_threads is not None:
             torch.set_num_threads(args.torch_threads)
