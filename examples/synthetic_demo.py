@@ -13,6 +13,9 @@ Usage: ``python examples/synthetic_demo.py [--output-dir runs/demo] [--num-epoch
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 import time
 
 from mmfuse import build_model
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=DEMO_SETTINGS["learning_rate"])
     parser.add_argument("--batch-size", type=int, default=DEMO_SETTINGS["batch_size"])
     parser.add_argument("--train-size", type=int, default=2400)
+    parser.add_argument("--eval-size", type=int, default=600, help="items of the dev and test splits")
     parser.add_argument("--seed", type=int, default=DEMO_SETTINGS["seed"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model override")
     parser.add_argument("--no-progress-bar", action="store_true")
@@ -38,8 +42,9 @@ def main() -> None:
     from mmfuse.core.config import parse_set_overrides
 
     start = time.perf_counter()
-    train = build_dataset("synthetic", "train", train_size=cli.train_size)
-    dev = build_dataset("synthetic", "dev")
+    sizes = {"train_size": cli.train_size, "dev_size": cli.eval_size, "test_size": cli.eval_size}
+    train = build_dataset("synthetic", "train", **sizes)  # its options are recorded for `mmfuse eval`
+    dev = build_dataset("synthetic", "dev", **sizes)
     args = TrainingArguments(
         output_dir=cli.output_dir, num_epochs=cli.num_epochs, batch_size=cli.batch_size,
         learning_rate=cli.learning_rate, warmup_ratio=DEMO_SETTINGS["warmup_ratio"], seed=cli.seed,
@@ -64,7 +69,27 @@ def main() -> None:
     margin = out.metrics["accuracy"] - max(float(ceilings.text), float(ceilings.image))
     verdict = "beats" if margin > 0 else "does NOT beat"
     print(f"\nThe fused model {verdict} the best unimodal ceiling by {margin:+.3f} accuracy.")
-    print(f"Model, logs and checkpoints: {cli.output_dir}/ (mmfuse eval {cli.output_dir})")
+    print(f"\nModel, logs and checkpoints: {cli.output_dir}/. Next steps (with this Python):")
+    for command in follow_up_commands(cli.output_dir):
+        print(f"  {command}")
+
+
+def follow_up_commands(output_dir: str) -> list[str]:
+    """Shell commands that use the trained run, with the interpreter that ran the demo (the venv's
+    ``.venv/bin/python`` under ``make demo``), so they work as printed without activating anything."""
+    python = sys.executable
+    try:
+        relative = os.path.relpath(python)
+        if not relative.startswith(".."):
+            python = relative if os.sep in relative else f".{os.sep}{relative}"
+    except ValueError:  # another drive (Windows)
+        pass
+    mmfuse = f"{shlex.quote(python)} -m mmfuse"
+    run = shlex.quote(output_dir)
+    return [
+        f"{mmfuse} eval {run}",
+        f"{mmfuse} predict {run} --split test | head -3",
+    ]
 
 
 if __name__ == "__main__":

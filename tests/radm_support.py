@@ -63,11 +63,12 @@ def _reference_kernels():
     """Python CPU kernels for the two ops, computed with the eager reference (and its autograd)."""
     from mmfuse.ops import gated_residual_attention_reference as reference
 
-    def forward(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale):
+    # defaults as in the schema: the dispatcher leaves out trailing arguments equal to them
+    def forward(q, k, v, prev=None, key_mask=None, gate_weight=None, gate_bias=None, mode="gated", scale=None):
         out, scores = reference(q, k, v, prev, key_mask, gate_weight, gate_bias, mode, scale)
         return out.clone(), scores.clone()  # outputs of an op must not alias each other or the inputs
 
-    def backward(grad_out, grad_scores, q, k, v, prev, key_mask, gate_weight, gate_bias, scores, mode, scale):
+    def backward(grad_out, grad_scores, q, k, v, prev, key_mask, gate_weight, gate_bias, scores, mode, scale=None):
         gated = mode == "gated" and prev is not None
         with torch.enable_grad():
             q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
@@ -99,10 +100,9 @@ def fused_cpu_op():
     (yields ``"stand-in"``): they exercise the op's dispatch, the autograd formula and the
     backward op's contract with a whole model around them.
     """
-    from mmfuse.ops import fused_kernel_available
-    from mmfuse.ops.attention import _register
+    from mmfuse.ops import extension_available, fused_kernel_available
 
-    if not _register():
+    if not extension_available():
         pytest.skip("the mmfuse extension (torch.ops.mmfuse) is not built")
     if fused_kernel_available("cpu", torch.float32):
         yield "kernel"

@@ -39,11 +39,27 @@ def plugin():
 def test_roundtrip(tmp_path):
     model = mmfuse.build_model({"model": "ckpt-tied", "width": 3})
     save_pretrained(model, tmp_path / "ck")
-    assert json.loads((tmp_path / "ck" / CONFIG_NAME).read_text()) == {"model": "ckpt-tied", "width": 3}
+    saved = json.loads((tmp_path / "ck" / CONFIG_NAME).read_text())
+    # the config, plus the third-party components it needs (changed with the provenance record, issue 17)
+    assert {k: v for k, v in saved.items() if k != "_mmfuse"} == {"model": "ckpt-tied", "width": 3}
+    assert saved["_mmfuse"]["plugins"] == [{"kind": "model", "name": "ckpt-tied", "plugin": "ckpt-plugin",
+                                            "distribution": None}]
     loaded = load_pretrained(tmp_path / "ck")
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
     assert loaded.b.weight is loaded.a.weight
+
+
+def test_loading_without_the_plugin_names_it(tmp_path):
+    from mmfuse.core.provenance import MissingPluginError
+
+    save_pretrained(mmfuse.build_model({"model": "ckpt-tied", "width": 3}), tmp_path / "ck")
+    mmfuse.unregister_plugin("ckpt-plugin")
+    try:
+        with pytest.raises(MissingPluginError, match="model 'ckpt-tied' from plugin 'ckpt-plugin'.*not installed"):
+            load_pretrained(tmp_path / "ck")
+    finally:
+        mmfuse.register_plugin(Plugin(), name="ckpt-plugin")
 
 
 def test_interrupted_save_keeps_previous(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import yaml
 from torch import nn
 
 import mmfuse
-from mmfuse.core.registry import ComponentSpec
+from mmfuse.core.build import ComponentSpec
 from mmfuse.core.config import ConfigError, deep_merge, load_config, parse_set_overrides, save_config, validate_config
 from mmfuse.core.registry import hookimpl
 

@@ -10,7 +10,7 @@ from jml_support import TWEETS, make_span_batch
 from radm_support import one_thread  # noqa: F401  (fixture)
 
 import mmfuse
-from mmfuse.core.registry import build_component
+from mmfuse.core.build import build_component
 from mmfuse.core.config import ConfigError
 from mmfuse.heads.relation import gate_regions, relation_gate
 from mmfuse.heads.span import MASKED_LOGIT, polarity_loss, span_attention_pool, span_boundary_loss
@@ -183,6 +183,46 @@ def test_text_variant_has_no_image_modules(models):
     # its parameters are exactly the text part of jml-tiny's
     full = {n for n, _ in models["jml-tiny"].named_parameters()}
     assert set(names) < full
+
+
+def test_jml_composed_by_hand_equals_the_built_preset():
+    from mmfuse.heads.relation import RelationHead
+    from mmfuse.heads.span import AspectExtractionHead, AspectSentimentHead
+    from mmfuse.models.jml.model import JML
+    from mmfuse.models.jml.relation import JMLRelation
+
+    config = mmfuse.resolve_model_config("jml-tiny")
+    torch.manual_seed(0)
+    built = mmfuse.build_model("jml-tiny").eval()
+
+    def spec(section):
+        return {k: v for k, v in section.items() if k != "name"}
+
+    rel = config["relation"]
+    torch.manual_seed(0)  # the registered factory's order: encoders, relation module, heads
+    text = build_component("encoder", config["text_encoder"])
+    image = build_component("encoder", config["image_encoder"])
+    rel_text = build_component("encoder", rel["text_encoder"])
+    rel_image = build_component("encoder", rel["image_encoder"])
+    relation = JMLRelation(rel_text, rel_image, RelationHead(32, n_heads=2, ffn_dim=64, dropout=0.0), d_model=32,
+                           dropout=0.0)
+    heads = {"n_heads": 2, "dropout": 0.0}
+    model = JML(text, image, relation, AspectExtractionHead(32, cross_modal=True, **heads),
+                AspectSentimentHead(32, cross_modal=True, n_classes=3, **heads), gate="soft", d_model=32,
+                dropout=0.0).eval()
+    assert model.relation is relation and model.encoders.text_encoder is text
+    built_state, hand_state = built.state_dict(), model.state_dict()
+    assert list(built_state) == list(hand_state)
+    for key, value in built_state.items():
+        torch.testing.assert_close(hand_state[key], value, rtol=0, atol=0, msg=key)
+    batch = _batch(model)
+    torch.testing.assert_close(model(batch).start_logits, built(batch).start_logits)
+    with pytest.raises(ConfigError, match="extraction_head: cross_modal=False, but the model has image branch"):
+        JML(text, image, relation, AspectExtractionHead(32, cross_modal=False), AspectSentimentHead(32, cross_modal=True),
+            d_model=32)
+    with pytest.raises(TypeError, match="relation: expected a JMLRelation"):
+        JML(text, image, torch.nn.Linear(2, 2), AspectExtractionHead(32, cross_modal=True),
+            AspectSentimentHead(32, cross_modal=True), d_model=32)
 
 
 def test_relation_labels_add_the_relation_loss():

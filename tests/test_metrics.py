@@ -18,7 +18,7 @@ def test_hand_computed_three_classes():
     assert m["accuracy"] == 1.0  # same list twice: perfect
     cm = confusion_matrix([0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2], 3)
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
-    np.testing.assert_allclose(per_class_f1(cm), [0.5, 0.8, 2 / 3])
+    np.testing.assert_allclose(per_class_f1([0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2], 3), [0.5, 0.8, 2 / 3])
     m = classification_metrics([0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2], 3)
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
@@ -65,8 +65,15 @@ def test_streaming_multitask_equals_one_shot():
         expected = classification_metrics(all_pred[t], all_true[t], n)
         assert {k: out[f"{t}/{k}"] for k in expected} == pytest.approx(expected)
     assert out["macro_f1"] == pytest.approx((out["a/macro_f1"] + out["b/macro_f1"]) / 2)
+    np.testing.assert_array_equal(metric.confusion("b"), confusion_matrix(all_pred["b"], all_true["b"], 2))
     metric.reset()
-    assert int(metric.counts["a"].sum()) == 0
+    assert int(metric.confusion("a").sum()) == 0 and metric.compute()["accuracy"] == 0.0
+    logits, labels = {"a": torch.eye(3), "b": torch.eye(2)[[0, 1, 1]]}, {"a": torch.tensor([0, 1, 0]),
+                                                                           "b": torch.tensor([0, 1, -100])}
+    metric.update(logits, labels)  # -100: no label for that task, skipped
+    out = metric.compute()
+    assert out["a/accuracy"] == pytest.approx(2 / 3) and out["b/accuracy"] == 1.0
+    assert int(metric.confusion("b").sum()) == 2
 
 
 def test_errors_name_the_argument():

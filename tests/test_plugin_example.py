@@ -227,3 +227,54 @@ def test_plugins_doc_quotes_the_example_verbatim():
     for path, code in quotes:
         source = (EXAMPLE / path).read_text(encoding="utf-8")
         assert code in source, f"docs/plugins.md quotes {path} but the block differs from the file; copy it again"
+
+
+SAVE = r"""
+import json, sys
+import torch
+import mmfuse
+from mmfuse.data import ClassificationCollator, SyntheticDataset
+
+torch.manual_seed(0)
+model = mmfuse.build_model("radm-tiny-film").eval()
+batch = ClassificationCollator(model.get_processor(train=False))([SyntheticDataset("dev", size=4, seed=1)[i] for i in range(4)])
+torch.save(batch, sys.argv[1] + "/batch.pt")
+model.save_pretrained(sys.argv[1] + "/model")
+with torch.no_grad():
+    torch.save(model(batch).logits["sentiment"], sys.argv[1] + "/expected.pt")
+"""
+
+LOAD = r"""
+import sys
+import torch
+import mmfuse
+
+model = mmfuse.from_pretrained(sys.argv[1] + "/model").eval()
+batch = torch.load(sys.argv[1] + "/batch.pt")
+with torch.no_grad():
+    got = model(batch).logits["sentiment"]
+torch.testing.assert_close(got, torch.load(sys.argv[1] + "/expected.pt"), rtol=0, atol=0)
+print(type(model.fusion).__name__)
+"""
+
+
+def test_plugin_model_round_trips_and_names_the_missing_plugin(film_site, tmp_path):
+    """A plugin model saved and loaded in fresh interpreters; without the plugin, loading names it.
+    (The test's own tensors go through torch.save / torch.load; the model folder has no pickle.)"""
+
+    def child(code: str, site: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                              env=subprocess_env(site), timeout=300)
+
+    saved = child(SAVE, [str(film_site)])
+    assert saved.returncode == 0, saved.stderr
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert {"kind": "fusion", "name": "film", "plugin": "mmfuse-film", "distribution": "mmfuse-film"} \
+        in config["_mmfuse"]["plugins"]
+    loaded = child(LOAD, [str(film_site)])
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip().splitlines()[-1] == "FiLMFusion"
+    missing = child(LOAD, [])
+    assert missing.returncode != 0
+    assert "fusion 'film' from plugin 'mmfuse-film' (pip package 'mmfuse-film'), which is not installed" \
+        in missing.stderr, missing.stderr

@@ -440,6 +440,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 }  // namespace mmfuse
 
 TORCH_LIBRARY_IMPL(mmfuse, CPU, m) {
-  m.impl("gated_residual_attention", &mmfuse::gra_forward_cpu);
-  m.impl("gated_residual_attention_backward", &mmfuse::gra_backward_cpu);
+  m.impl("gated_residual_attention", &mmfuse::gra_forward_entry<&mmfuse::gra_forward_cpu>);
+  m.impl("gated_residual_attention_backward", &mmfuse::gra_backward_entry<&mmfuse::gra_backward_cpu>);
 }

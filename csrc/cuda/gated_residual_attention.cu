@@ -72,6 +72,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 }  // namespace mmfuse
 
 TORCH_LIBRARY_IMPL(mmfuse, CUDA, m) {
-  m.impl("gated_residual_attention", &mmfuse::gra_forward_cuda);
-  m.impl("gated_residual_attention_backward", &mmfuse::gra_backward_cuda);
+  m.impl("gated_residual_attention", &mmfuse::gra_forward_entry<&mmfuse::gra_forward_cuda>);
+  m.impl("gated_residual_attention_backward", &mmfuse::gra_backward_entry<&mmfuse::gra_backward_cuda>);
 }

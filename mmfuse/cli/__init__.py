@@ -31,16 +31,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (e.g. while a data set is read): exit 143 without a traceback."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated("terminated (SIGTERM)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit code."""
-    from mmfuse.core.config import ConfigError
+    """Entry point of the console script; returns the process exit code.
+
+    Exit status: 0 success; 2 one-line error about an option, a config, a data set, a file that
+    cannot be read or a location that cannot be written; 1 training failed (a non-finite loss);
+    130 / 143 interrupted by SIGINT / SIGTERM. ``MMFUSE_DEBUG=1`` shows the traceback instead.
+    """
+    import os
+    import signal
+    import threading
+
     from mmfuse.core.registry import RegistryError
+    from mmfuse.train.guards import NonFiniteLossError
 
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    debug = os.environ.get("MMFUSE_DEBUG", "") not in ("", "0")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = args.func(args)
-    except (ConfigError, RegistryError, FileNotFoundError) as exc:
-        print(f"mmfuse {args.command}: error: {exc}", file=sys.stderr)
+    except NonFiniteLossError as exc:
+        if debug:
+            raise
+        print(f"mmfuse {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, RegistryError) as exc:
+        if debug:
+            raise
+        print(f"mmfuse {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        terminated = isinstance(exc, Terminated)
+        print(f"mmfuse {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import types
 import typing
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from mmfuse.core.config import ConfigError, parse_set_overrides
-from mmfuse.utils.io import atomic_write_text
+from mmfuse.utils.io import atomic_write_text, check_writable_file, json_dumps
 
 
 def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -53,6 +52,28 @@ def _nullable(convert: Any) -> Any:
     return parse
 
 
+def _yaml_value(text: str) -> Any:
+    """A structured option value written as YAML / JSON (``[{match: 'x.*', learning_rate: 1e-4}]``);
+    numbers like ``1e-4`` are floats (YAML 1.2), not the strings PyYAML's YAML 1.1 makes of them."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"expected a YAML value, got {text!r} ({exc})") from None
+
+
+_yaml_value.__name__ = "YAML"
+
+
 def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = ()) -> None:
     """One ``--field-name`` option per dataclass field, typed from its annotation, help from its metadata.
 
@@ -74,6 +95,9 @@ def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tup
             continue
         if typing.get_origin(tp) is Literal:
             kwargs["choices"] = list(typing.get_args(tp))
+        elif tp not in (int, float, str):  # lists / mappings (e.g. param_groups): one YAML value
+            kwargs["type"] = _yaml_value
+            kwargs["metavar"] = "YAML"
         else:
             convert = {int: int, float: float, str: str}[tp]
             kwargs["type"] = _nullable(convert) if optional else convert
@@ -83,12 +107,33 @@ def add_dataclass_arguments(group: argparse._ArgumentGroup, cls: type, skip: tup
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
+    """Standard JSON on stdout (non-finite numbers as ``null``)."""
+    print(json_dumps(value, indent=2))
     sys.stdout.flush()
 
 
 def write_json(value: Any, path: str | Path) -> None:
-    atomic_write_text(Path(path), json.dumps(value, indent=2) + "\n")
+    atomic_write_text(Path(path), json_dumps(value, indent=2) + "\n")
+
+
+def check_output_option(path: str | None, flag: str = "--output") -> None:
+    """Fail before any work when ``path`` cannot be written (a folder, a file as its folder, a
+    read-only or missing-and-uncreatable folder); one line naming ``flag``."""
+    if path:
+        check_writable_file(path, flag)
+
+
+def checked_device(value: str, command: str) -> str:
+    """``value`` of ``--device`` if this machine has it; else a ConfigError naming ``--device``
+    (not the ``training.device`` field it is passed on to)."""
+    from mmfuse.train.distributed import resolve_device
+
+    try:
+        resolve_device(value)
+    except ConfigError as exc:
+        detail = str(exc).split(": ", 1)[-1]
+        raise ConfigError(f"{command}: --device: {detail}") from None
+    return value
 
 
 def dataset_from_info(info: Mapping[str, Any], args: argparse.Namespace, command: str) -> tuple[str, str | None, dict[str, Any]]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from mmfuse.cli.common import add_dataset_arguments, dataset_from_info, print_json, write_json
+from mmfuse.cli.common import (
+    add_dataset_arguments,
+    check_output_option,
+    checked_device,
+    dataset_from_info,
+    print_json,
+    write_json,
+)
 
 DESCRIPTION = """\
 Evaluate a trained model on a split of a data set and print the task's metrics as JSON (for
@@ -41,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from mmfuse.train import Trainer, TrainingArguments
     from mmfuse.train.inference import load_trained
 
+    check_output_option(args.output)  # before any work
+    device = checked_device(args.device, "eval")  # fail before loading anything
     trained = load_trained(args.checkpoint)
     name, data_dir, options = dataset_from_info(trained.info, args, "eval")
     dataset = build_dataset(name, args.split, data_dir, **options)
     with tempfile.TemporaryDirectory() as scratch:  # evaluation writes nothing; the trainer wants a folder
-        settings = TrainingArguments(output_dir=scratch, eval_batch_size=args.batch_size, device=args.device,
+        settings = TrainingArguments(output_dir=scratch, eval_batch_size=args.batch_size, device=device,
                                      num_workers=args.num_workers, progress_bar=False, tensorboard=False)
         trainer = Trainer(trained.model, settings, eval_dataset=dataset, task=trained.task,
                           label_schema=trained.label_schema)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from mmfuse.cli.common import add_dataset_arguments, dataset_from_info
+from mmfuse.cli.common import add_dataset_arguments, check_output_option, checked_device, dataset_from_info
 
 DESCRIPTION = """\
 Predict with a trained model and write one JSON object per input line. Inputs are either
@@ -46,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from mmfuse.data import build_dataset
     from mmfuse.train import Trainer, TrainingArguments
     from mmfuse.train.inference import JsonlInputs, load_trained
-    from mmfuse.utils.io import atomic_write_text
+    from mmfuse.utils.io import atomic_write_text, json_dumps
 
     from_dataset = bool(args.dataset or args.split or args.data_dir or args.data_opt)
     if bool(args.inputs) == from_dataset:
         raise ConfigError("predict: give either --inputs FILE or a data set (--dataset / --split), not both or neither")
+    check_output_option(args.output)  # before any work
+    device = checked_device(args.device, "predict")  # fail before loading anything
     trained = load_trained(args.checkpoint)
     if args.inputs:
         dataset = JsonlInputs(args.inputs, on_bad_image=args.on_bad_image)
@@ -58,13 +59,13 @@ def run(args: argparse.Namespace) -> int:
         name, data_dir, options = dataset_from_info(trained.info, args, "predict")
         dataset = build_dataset(name, args.split or "test", data_dir, **options)
     with tempfile.TemporaryDirectory() as scratch:
-        settings = TrainingArguments(output_dir=scratch, eval_batch_size=args.batch_size, device=args.device,
+        settings = TrainingArguments(output_dir=scratch, eval_batch_size=args.batch_size, device=device,
                                      progress_bar=False, tensorboard=False)
         trainer = Trainer(trained.model, settings, task=trained.task, label_schema=trained.label_schema)
         if trainer.ctx.distributed:
             raise ConfigError("predict: runs in one process; start it without torchrun")
         rows = trainer.predict(dataset)
-    text = "".join(json.dumps(row) + "\n" for row in rows)
+    text = "".join(json_dumps(row) + "\n" for row in rows)
     if args.output:
         atomic_write_text(args.output, text)
     else:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,8 @@ from mmfuse.cli.common import add_dataclass_arguments, add_dataset_arguments, pa
 from mmfuse.core.config import ConfigError, load_config, save_config
 from mmfuse.train.arguments import TrainingArguments
 from mmfuse.tasks import list_tasks
+from mmfuse.train.trainer import TrainerCallback
+from mmfuse.utils.io import json_dumps
 
 RUN_CONFIG_NAME = "run.yaml"
 RUN_KEYS = ("model", "set", "dataset", "task", "eval_split", "training")
@@ -65,9 +70,10 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     """Layers, lowest first: run.yaml of the run being resumed, --config, command-line options."""
     base: dict[str, Any] = {}
     training_cli = _training_values(args)
-    output_dir = training_cli.get("output_dir")
-    if args.resume is not None and output_dir and (Path(output_dir) / RUN_CONFIG_NAME).is_file():
-        base = load_config(Path(output_dir) / RUN_CONFIG_NAME)
+    recorded = _recorded_run(args.resume, training_cli.get("output_dir"))
+    if recorded is not None:
+        base = load_config(recorded)
+        base["training"] = {k: v for k, v in (base.get("training") or {}).items() if k != "overwrite_output_dir"}
     if args.config:
         loaded = load_config(args.config)
         unknown = sorted(set(loaded) - set(RUN_KEYS))
@@ -99,14 +105,55 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def _recorded_run(resume: str | bool | None, output_dir: str | None) -> Path | None:
+    """The ``run.yaml`` a resume takes its settings from: ``--output-dir``'s, else the one of the
+    run that wrote the checkpoint given to ``--resume`` (``RUN/checkpoints/checkpoint-N`` or ``RUN``)."""
+    if resume is None:
+        return None
+    candidates = [Path(output_dir)] if output_dir else []
+    if isinstance(resume, str):
+        source = Path(resume)
+        candidates += [source, source.parent.parent]
+    return next((c / RUN_CONFIG_NAME for c in candidates if (c / RUN_CONFIG_NAME).is_file()), None)
+
+
+class _WriteRunConfig(TrainerCallback):
+    """Writes ``run.yaml`` once the trainer has locked the folder and accepted the resume, so a
+    refused run leaves the existing ``run.yaml`` untouched."""
+
+    def __init__(self, record: dict[str, Any], path: Path) -> None:
+        self.record, self.path = record, path
+
+    def on_train_begin(self, trainer: Any, state: Any) -> None:
+        if trainer.ctx.is_main:
+            save_config(json.loads(json_dumps(self.record)), self.path)
+
+
+def _precheck_output_dir(training: TrainingArguments, resume: object) -> None:
+    """Cheap checks before the data is read: the folder is writable, not busy, and not another run."""
+    from mmfuse.train.run_dir import OutputDirError, RunDirLock, used_entries
+
+    with RunDirLock(training.output_dir):  # writable and not in use (released at once)
+        pass
+    used = used_entries(training.output_dir)
+    if resume is None and used and not training.overwrite_output_dir:
+        raise OutputDirError(
+            f"--output-dir: {training.output_dir!r} already holds a run ({', '.join(used)}); resume it "
+            "(--resume), choose another --output-dir, or pass --overwrite-output-dir to delete the old run"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from mmfuse.models.builder import build_model, resolve_model_config
     from mmfuse.data import build_dataset
     from mmfuse.tasks import get_task
     from mmfuse.train import Trainer, seed_everything
+    from mmfuse.train.signals import TrainingInterrupted
 
     config = _run_config(args)
     training = TrainingArguments.from_dict(config["training"])
+    if int(os.environ.get("RANK", "0")) == 0:
+        _precheck_output_dir(training, args.resume)
     task = get_task(config.get("task") or "classification")
     dataset = config["dataset"]
     name, data_dir, options = dataset["name"], dataset.get("data_dir"), dataset.get("options") or {}
@@ -118,14 +165,21 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(training.seed)
     model = build_model(model_config)
     run_info = {"dataset": {"name": name, "data_dir": data_dir, "options": options}, "eval_split": eval_split}
-    trainer = Trainer(model, training, train_set, eval_set, task=task, label_schema=schema, run_info=run_info)
-    if trainer.ctx.is_main:
-        record = {**config, "model": model_config, "set": {}, "task": task.name, "eval_split": eval_split,
-                  "training": training.to_dict()}
-        Path(training.output_dir).mkdir(parents=True, exist_ok=True)
-        save_config(json.loads(json.dumps(record)), Path(training.output_dir) / RUN_CONFIG_NAME)
+    record = {**config, "model": model_config, "set": {}, "task": task.name, "eval_split": eval_split,
+              "training": {**training.to_dict(), "overwrite_output_dir": False}}
+    writer = _WriteRunConfig(record, Path(training.output_dir) / RUN_CONFIG_NAME)
+    trainer = Trainer(model, training, train_set, eval_set, task=task, label_schema=schema, run_info=run_info,
+                      callbacks=[writer])
     resume = args.resume
-    out = trainer.train(resume_from_checkpoint=resume if resume is not True else True)
+    try:
+        out = trainer.train(resume_from_checkpoint=resume if resume is not True else True)
+    except TrainingInterrupted as exc:
+        if trainer.ctx.is_main:
+            print(f"mmfuse train: {exc}", file=sys.stderr)
+            if exc.checkpoint is not None:
+                print(f"resume with: mmfuse train --resume --output-dir {shlex.quote(str(training.output_dir))}",
+                      file=sys.stderr)
+        return exc.exit_code
     if trainer.ctx.is_main:
         print_json({"output_dir": str(training.output_dir), "model_dir": str(out.model_dir),
                     "global_step": out.global_step, "best_checkpoint": out.best_checkpoint,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 EPILOG = """\
 examples:
-  mmfuse viz --checkpoint runs/radm-tiny/best --text "look at this lovely triangle" \\
+  mmfuse viz --checkpoint runs/demo --text "look at this lovely triangle" \\
              --image photo.jpg --tokens lovely triangle --out align.png
   mmfuse viz --model radm-tiny --seed 0 --text "a red circle" --image photo.jpg --layer 0 --head 1 --out a.png
 
@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="DIR", type=Path,
-                        help="model folder written by save_pretrained (config.json + model.safetensors)")
+                        help="trained model: a training run folder (runs/X) or a model folder written by "
+                             "save_pretrained (config.json + model.safetensors)")
     source.add_argument("--model", metavar="PRESET|CONFIG",
                         help="preset name (e.g. radm-tiny) or a .json/.yaml model config (random weights)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
@@ -66,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from mmfuse.models.builder import build_model
     from mmfuse.models.checkpoint import load_pretrained
+    from mmfuse.cli.common import checked_device
     from mmfuse.core.config import parse_set_overrides
     from mmfuse.viz import plot_alignment, text_image_alignment
 
@@ -77,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
             image = img.convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"--image: cannot read {str(args.image)!r} as an image: {exc}") from exc
+    checked_device(args.device, "viz")
     if args.checkpoint is not None:
         model = load_pretrained(args.checkpoint, map_location=args.device, **overrides)
     else:

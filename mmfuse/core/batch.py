@@ -3,6 +3,12 @@
 A wrong batch must fail at the model's door, not as an index error deep inside an embedding
 or a convolution. Models call these helpers on their inputs (cheap metadata checks plus one
 reduction for the token-id range).
+
+Checks of tensor *values* (token-id range, 0/1 masks, label ranges) run only in eager mode
+(:func:`checking_values`): they need the values on the host, i.e. a device sync and, under
+``torch.compile`` / ``torch.export``, a graph break. Compiled and exported models rely on the
+processor / collator to build valid batches; the metadata checks (keys, dtypes, shapes) run
+everywhere.
 """
 
 from __future__ import annotations
@@ -14,6 +20,11 @@ import torch
 from torch import Tensor
 
 _INT_DTYPES = (torch.long, torch.int, torch.int16, torch.int8, torch.uint8)
+
+
+def checking_values() -> bool:
+    """True in eager mode: run the checks that read tensor values (skipped while compiling)."""
+    return not torch.compiler.is_compiling()
 
 
 class BatchError(ValueError):
@@ -60,13 +71,13 @@ def check_text_inputs(
         raise TypeError(f"attention_mask: expected an integer or bool tensor (1/True = real token), got {mask.dtype}")
     if mask.shape != ids.shape:
         raise BatchError(f"attention_mask: expected the shape of input_ids {tuple(ids.shape)}, got {tuple(mask.shape)}")
-    if ids.numel():
+    if ids.numel() and checking_values():
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
             raise BatchError(f"input_ids: token id {bad} is outside the text encoder's vocabulary [0, {vocab_size}) "
                              f"(was the batch made with another tokenizer?)")
-    if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+    if mask.dtype != torch.bool and checking_values() and bool(((mask != 0) & (mask != 1)).any()):
         raise BatchError("attention_mask: expected only 0 (padding) and 1 (real token) values")
     types = batch.get("token_type_ids")
     if types is not None:
@@ -109,8 +120,8 @@ def check_image_mask(batch: Mapping[str, Any], batch_size: int) -> Tensor | None
 
 def check_batch_sizes(sizes: Mapping[str, int]) -> int:
     """All entries of ``sizes`` (key → first dimension) must agree; returns the batch size."""
-    values = set(sizes.values())
-    if len(values) > 1:
+    values = list(sizes.values())  # compared, not hashed: symbolic sizes (torch.export) have no hash
+    if any(value != values[0] for value in values[1:]):
         detail = ", ".join(f"{key}: {size}" for key, size in sizes.items())
         raise BatchError(f"batch: mismatched batch sizes ({detail})")
-    return values.pop()
+    return values[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 
@@ -70,6 +71,9 @@ class FeatureDims:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"FeatureDims.{name}: expected a positive int, got {value!r}")
 
+
+# a pytree node (inside model outputs, see mmfuse.core.outputs): torch.export sees its tensors
+torch.export.register_dataclass(Features, serialized_type_name="mmfuse.core.features.Features")
 
 #: the methods a model needs for auxiliary losses (checked when they are attached)
 PROTOCOL_METHODS: tuple[str, ...] = ("encode_text", "encode_image", "fuse")

@@ -16,9 +16,8 @@ Plugins reach the manager in three ways:
 A factory is any callable returning the component (usually an ``nn.Module`` class or a
 function). Its signature *is* its config schema: :func:`mmfuse.core.config.call_with_config`
 checks config keys and value types against it, so errors name the offending key.
-:func:`build_component` builds a registered component from a spec (``"name"`` or
-``{"name": ..., **options}``); :func:`lookup` is the one lookup-and-suggest helper every
-name table of mmfuse uses.
+:func:`lookup` is the one lookup-and-suggest helper every name table of mmfuse uses
+(:mod:`mmfuse.core.build` builds a registered component from a spec).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import pluggy
 
-from mmfuse.core.config import ConfigError, call_with_config
+from mmfuse.core.config import ConfigError
 from mmfuse.core.names import did_you_mean
 
 PROJECT = "mmfuse"
@@ -168,6 +167,8 @@ class Registry:
         self._load_entry_points = load_entry_points
         self._setup_done = False
         self._index: dict[str, dict[str, ComponentInfo]] | None = None
+        #: plugin name -> the distribution (pip package) that installed it, for entry-point plugins
+        self._distributions: dict[str, str] = {}
         self._lock = threading.RLock()
 
     # -- plugin loading -------------------------------------------------------------
@@ -201,6 +202,14 @@ class Registry:
                 )
                 continue
             self.pm.register(plugin, name=ep.name)
+            dist = getattr(ep, "dist", None)
+            if dist is not None and getattr(dist, "name", None):
+                self._distributions[ep.name] = dist.name
+
+    def distribution_of(self, plugin: str) -> str | None:
+        """The distribution (pip package name) that supplied the entry-point plugin ``plugin``, if known."""
+        self._setup()
+        return self._distributions.get(plugin)
 
     def register_plugin(self, plugin: object, name: str | None = None) -> str:
         """Register ``plugin`` (a module or object with ``@hookimpl`` methods) in-process.
@@ -339,28 +348,3 @@ def list_components(kind: str | None = None) -> dict[str, list[str]] | list[str]
     if kind is not None:
         return reg.names(kind)
     return {k: reg.names(k) for k in KINDS}
-
-
-ComponentSpec = str | Mapping[str, Any]
-
-
-def build_component(kind: str, spec: ComponentSpec, where: str | None = None, **extra: Any) -> Any:
-    """Build a registered component from ``"name"`` or ``{"name": ..., **options}``.
-
-    ``extra`` are arguments the caller supplies itself (e.g. ``d_model``); they may not also
-    appear in ``spec``. ``where`` is the key path used in error messages.
-    """
-    where = where or kind
-    if isinstance(spec, str):
-        name, options = spec, {}
-    elif isinstance(spec, Mapping):
-        if "name" not in spec:
-            raise ConfigError(f"{where}.name: missing required key (the {kind} to build)")
-        name = spec["name"]
-        if not isinstance(name, str):
-            raise ConfigError(f"{where}.name: expected str, got {type(name).__name__}")
-        options = {k: v for k, v in spec.items() if k != "name"}
-    else:
-        raise ConfigError(f"{where}: expected a {kind} name or a mapping with 'name', got {type(spec).__name__}")
-    info = get_registry().get(kind, name)
-    return call_with_config(info.factory, options, where=where, **extra)

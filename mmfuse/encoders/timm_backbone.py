@@ -100,6 +100,11 @@ class TimmBackboneEncoder(nn.Module):
             self.model.requires_grad_(False)
             self.model.eval()
 
+    def portable_options(self, options: dict[str, Any], folder: Path, prefix: str) -> dict[str, Any]:
+        """Options without ``checkpoint_path``: the weights it held are in the saved ``model.safetensors``
+        (a saved model must load without the original file)."""
+        return {k: v for k, v in options.items() if k != "checkpoint_path"}
+
     def train(self, mode: bool = True) -> "TimmBackboneEncoder":
         super().train(mode)
         if self.frozen:

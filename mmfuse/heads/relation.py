@@ -105,9 +105,8 @@ def relation_probability(logits: Tensor) -> Tensor:
 
 def relation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Eq 6: mean cross-entropy of the binary relation (``labels [B]`` in {0, 1}, -100 ignored)."""
-    if bool((labels == -100).all()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels.long(), ignore_index=-100)
+    total = F.cross_entropy(logits.float(), labels.long(), ignore_index=-100, reduction="sum")
+    return total / (labels != -100).sum().clamp(min=1)  # 0 (in the graph) when every label is -100
 
 
 def relation_gate(probability: Tensor, mode: GateMode) -> Tensor:

@@ -195,15 +195,16 @@ def span_boundary_loss(logits: Tensor, labels: Tensor, word_mask: Tensor) -> Ten
     count = y.sum(dim=-1)
     per_tweet = -(y * torch.where(word_mask, log_p, torch.zeros_like(log_p))).sum(dim=-1)
     has_gold = count > 0
-    if not bool(has_gold.any()):
-        return logits.sum() * 0.0
-    return (per_tweet[has_gold] / count[has_gold]).mean()
+    # mean over tweets with gold, without a data-dependent branch or shape (compiles into one graph)
+    per_gold = torch.where(has_gold, per_tweet / count.clamp(min=1), torch.zeros_like(per_tweet))
+    return per_gold.sum() / has_gold.sum().clamp(min=1)
 
 
 def polarity_loss(logits: Tensor, polarity: Tensor) -> Tensor:
     """Polarity part of eq 22: mean cross-entropy of ``logits [B, S, C]`` vs ``polarity [B, S]``
     (``-100`` = padded span, skipped; 0 in the graph when there are no spans)."""
-    if polarity.numel() == 0 or bool((polarity == IGNORE_INDEX).all()):
+    if polarity.numel() == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), polarity.reshape(-1).long(),
-                           ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), polarity.reshape(-1).long(),
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (polarity != IGNORE_INDEX).sum().clamp(min=1)  # 0 when every span is padding

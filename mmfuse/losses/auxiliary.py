@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from mmfuse.core.config import ConfigError, check_type, factory_parameters
 from mmfuse.core.features import FeatureDims, Features, missing_protocol_methods
-from mmfuse.core.registry import UnknownComponentError, build_component, get_registry
+from mmfuse.core.build import build_component
+from mmfuse.core.registry import UnknownComponentError, get_registry
 
 #: auxiliary-loss factory parameters filled from the model's ``feature_dims``
 DIM_PARAMETERS: dict[str, str] = {"text_dim": "text", "image_dim": "image", "fused_dim": "fused"}

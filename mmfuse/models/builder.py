@@ -1,7 +1,7 @@
 """``build_model``: a preset name, a config dict or a config file → a model.
 
 The registered model factories (``radm``, ``jml``, ``jml-relation``; :mod:`mmfuse.models`)
-turn a config into the model's parts with :func:`mmfuse.core.registry.build_component` and
+turn a config into the model's parts with :func:`mmfuse.core.build.build_component` and
 pass those modules to the model's constructor, so any registered encoder / fusion block / head
 can be swapped in by config, and a model can also be built from hand-made modules.
 """
@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mmfuse.core.build import ComponentSpec
 from mmfuse.core.config import CONFIG_SUFFIXES, ConfigError, call_with_config, deep_merge, load_config
-from mmfuse.core.registry import ComponentSpec, get_registry
+from mmfuse.core.provenance import COMPONENTS_ATTRIBUTE, METADATA_KEY, collecting, record_component
+from mmfuse.core.registry import get_registry
 from mmfuse.losses.auxiliary import attach_aux_losses, parse_aux_loss_specs
 
 
@@ -66,16 +68,20 @@ def build_model(spec: ComponentSpec | os.PathLike[str], **overrides: Any):
     :func:`mmfuse.losses.auxiliary.attach_aux_losses`.
     """
     config = resolve_model_config(spec, **overrides)
+    config.pop(METADATA_KEY, None)  # what save_pretrained records about the saving install
     options = {k: v for k, v in config.items() if k not in ("model", "aux_losses")}
     aux_losses = config.get("aux_losses")
     if aux_losses is not None:
         parse_aux_loss_specs(aux_losses, where="aux_losses")  # fail before building the model
-    info = get_registry().get("model", config["model"])
-    model = call_with_config(info.factory, options, where="")
-    if aux_losses is not None:
-        attach_aux_losses(model, aux_losses, where="aux_losses")
+    with collecting() as components:
+        info = get_registry().get("model", config["model"])
+        record_component(info)
+        model = call_with_config(info.factory, options, where="")
+        if aux_losses is not None:
+            attach_aux_losses(model, aux_losses, where="aux_losses")
     try:
         model.mmfuse_config = copy.deepcopy(config)
+        setattr(model, COMPONENTS_ATTRIBUTE, components)
     except AttributeError:  # pragma: no cover - objects that refuse attributes
         pass
     return model

@@ -2,7 +2,10 @@
 
 Every check reads only metadata (rank, shape, dtype, device), so it also runs on fake
 tensors under ``torch.compile`` without graph breaks. Messages name the argument, the
-expected and the actual value; the C++ entry points repeat the same checks.
+expected and the actual value. The C++ entry points (``csrc/gated_residual_attention.cpp``)
+make the same checks in the same order with the same messages and exception types, and the
+op's fake implementation calls these functions, so a bad call fails alike in eager mode, on
+meta tensors and under ``torch.compile`` / ``torch.export``.
 """
 
 from __future__ import annotations
@@ -96,3 +99,32 @@ def check_gra_inputs(
     if not math.isfinite(scale):
         raise ValueError(f"scale: expected a finite number, got {scale}")
     return float(scale)
+
+
+#: c10's names of the dtypes, as the kernels print them in their dtype-support message
+_C10_DTYPE_NAMES: dict[torch.dtype, str] = {
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.float32: "Float",
+    torch.float64: "Double",
+}
+_KERNEL_DTYPE_MESSAGES: dict[str, str] = {
+    "cpu": "q: the CPU kernel of gated_residual_attention supports float32, float64 and bfloat16, got ",
+    "cuda": "q: the CUDA kernel of gated_residual_attention supports float16, bfloat16 and float32, got ",
+}
+
+
+def check_kernel_dtype(q: Tensor) -> None:
+    """The device's kernel must support q's dtype (as the C++ ``prepare`` checks); no-op on meta."""
+    device_type = q.device.type
+    if device_type in _KERNEL_DTYPE_MESSAGES and q.dtype not in FUSED_DTYPES[device_type]:
+        name = _C10_DTYPE_NAMES.get(q.dtype, str(q.dtype).removeprefix("torch."))
+        raise TypeError(_KERNEL_DTYPE_MESSAGES[device_type] + name)
+
+
+def check_grad_shape(grad: Tensor, name: str, expected: tuple[int, ...], q: Tensor) -> None:
+    """An incoming gradient of the backward op must have the output's shape and q's device."""
+    if tuple(grad.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {list(expected)}, got {list(grad.shape)}".replace("'", ""))
+    if grad.device != q.device:
+        raise ValueError(f"{name}: expected device {q.device} (the device of q), got {grad.device}")

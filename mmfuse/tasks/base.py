@@ -16,6 +16,12 @@ scored, how predictions are written — comes from a :class:`TrainTask`, looked 
 * ``configure_model(config, schema)``: adapt a model config to the data (e.g. set the number
   of classes of each head); may return it unchanged.
 * ``default_metric``: the metric that selects the best checkpoint unless told otherwise.
+* ``build_selector(schema, model)`` (optional): the evaluator of the trainer's own evaluations
+  on the eval (dev) split. Besides scoring, it chooses inference settings on that split (e.g. the
+  decoding of a span model) and, in ``compute()``, applies them to ``model`` so that they are
+  saved with the checkpoint; ``compute()`` returns the metrics under the chosen settings.
+  ``mmfuse eval`` / ``predict`` use ``build_evaluator`` and the settings saved with the model,
+  so nothing is ever chosen on a test split.
 
 Built in: ``classification`` (:mod:`mmfuse.tasks.classification`) and ``jmasa``
 (:mod:`mmfuse.tasks.jmasa`), contributed by the ``mmfuse_tasks`` hook of :mod:`mmfuse.tasks`.
@@ -63,6 +69,7 @@ class TrainTask:
     format_predictions: Callable[[Mapping[str, Any], Any, LabelSchema], list[dict[str, Any]]]
     configure_model: Callable[[dict[str, Any], LabelSchema], dict[str, Any]] = _unchanged
     default_metric: str = "macro_f1"
+    build_selector: Callable[[LabelSchema, Any], Evaluator] | None = None
 
 
 def list_tasks() -> list[str]:

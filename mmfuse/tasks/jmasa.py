@@ -15,12 +15,18 @@ The hooks (see :class:`mmfuse.tasks.classification.TrainTask`):
   truncation count as missed in evaluation;
 * ``build_evaluator``: :class:`JMASAEvaluator` — the counts of :mod:`mmfuse.metrics.span`
   from ``output.predictions`` (the model decodes in eval mode) against the batch's gold spans;
-* ``configure_model``: sets ``n_polarities`` of a ``jml`` config to the data's polarity count.
+* ``configure_model``: sets ``n_polarities`` of a ``jml`` config to the data's polarity count;
+* ``build_selector``: :class:`DecodingSelector` — at every evaluation during training, the
+  decoding (span-score threshold × length penalty, :data:`DEFAULT_THRESHOLDS` ×
+  :data:`DEFAULT_LENGTH_PENALTIES`) with the best dev joint F1 is chosen and set on the model
+  (``JML.set_decoding``), so the checkpoint's ``config.json`` (``decode_threshold``,
+  ``decode_length_penalty``) carries it and ``mmfuse eval`` / ``predict`` decode with it.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +40,10 @@ from mmfuse.models.jml.model import render_aspects
 from mmfuse.tasks.base import TrainTask
 
 COUNT_NAMES: tuple[str, ...] = ("n_pred", "n_gold", "n_span_correct", "n_joint_correct")
+#: span-score thresholds (start + end logit) tried on dev; None: no threshold (up to max_spans spans)
+DEFAULT_THRESHOLDS: tuple[float | None, ...] = (None, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+#: length penalties tried on dev (ranking = start + end − penalty · length; 1 = Hu et al.'s heuristic)
+DEFAULT_LENGTH_PENALTIES: tuple[float, ...] = (0.0, 0.5, 1.0)
 
 
 def _polarities(schema: Mapping[str, Any]) -> list[str]:
@@ -44,10 +54,10 @@ def _polarities(schema: Mapping[str, Any]) -> list[str]:
 
 
 def jmasa_schema(dataset: Any) -> dict[str, Any]:
-    """``{"polarities": [...]}`` of a joint-form data set (``tasks == {"polarity": names}``)."""
+    """``{"polarities": [...]}`` of a jmasa-form data set (``tasks == {"polarity": names}``)."""
     tasks = getattr(dataset, "tasks", None)
     if not isinstance(tasks, Mapping) or "polarity" not in tasks:
-        raise TypeError(f"jmasa: expected a joint-form span data set (e.g. twitter2015 with form 'joint'), whose "
+        raise TypeError(f"jmasa: expected a jmasa-form span data set (e.g. twitter2015 with form 'jmasa'), whose "
                         f"tasks are {{'polarity': names}}; got {type(dataset).__name__} with tasks {tasks!r}")
     return {"polarities": list(tasks["polarity"])}
 
@@ -86,6 +96,60 @@ class JMASAEvaluator(CountingMetric):
 
     def compute(self) -> dict[str, float]:
         return SpanCounts(**{name: int(self.counts[name]) for name in COUNT_NAMES}).compute()
+
+
+class DecodingSelector(CountingMetric):
+    """Scores every decoding setting of a grid on the eval set and sets the best one on the model.
+
+    ``update`` decodes each batch once per setting (``model.predict_from(output, threshold=...,
+    length_penalty=...)``) and counts against the gold aspects; ``sync`` sums the counts of all
+    settings over the DDP ranks; ``compute`` picks the setting with the highest joint F1 (the
+    first of the grid on ties: length penalties outer, thresholds inner), calls
+    ``model.set_decoding(threshold=..., length_penalty=...)`` and returns that setting's metrics
+    plus ``decode_threshold`` (None: no threshold) and ``decode_length_penalty``.
+    """
+
+    def __init__(self, schema: Mapping[str, Any] | None, model: Any,
+                 thresholds: Sequence[float | None] = DEFAULT_THRESHOLDS,
+                 length_penalties: Sequence[float] = DEFAULT_LENGTH_PENALTIES) -> None:
+        for method in ("predict_from", "set_decoding"):
+            if not callable(getattr(model, method, None)):
+                raise TypeError(f"jmasa: choosing the decoding on dev needs a span model with {method}() (JML has "
+                                f"it), got {type(model).__name__}")
+        for value in thresholds:
+            if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
+                raise ValueError(f"thresholds: expected finite numbers or None, got {value!r}")
+        for value in length_penalties:
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError(f"length_penalties: expected finite numbers, got {value!r}")
+        self.model = model
+        self.settings: list[tuple[float | None, float]] = [
+            (None if t is None else float(t), float(p)) for p in length_penalties for t in thresholds]
+        if not self.settings:
+            raise ValueError("jmasa: the decoding grid is empty (give at least one threshold and one length penalty)")
+        super().__init__({"counts": torch.zeros(len(self.settings), len(COUNT_NAMES), dtype=torch.long)})
+
+    def update(self, batch: Mapping[str, Any], output: Any) -> None:
+        gold = gold_aspects(batch)
+        for i, (threshold, penalty) in enumerate(self.settings):
+            found = self.model.predict_from(output, None, threshold=threshold, length_penalty=penalty)
+            counts = count_spans(found, gold)
+            self.counts["counts"][i] += torch.tensor([getattr(counts, name) for name in COUNT_NAMES])
+
+    def results(self) -> list[tuple[tuple[float | None, float], dict[str, float]]]:
+        """``[((threshold, length penalty), metrics), ...]`` for every setting of the grid."""
+        return [(setting, SpanCounts(**dict(zip(COUNT_NAMES, map(int, row)))).compute())
+                for setting, row in zip(self.settings, self.counts["counts"])]
+
+    def compute(self) -> dict[str, Any]:
+        (threshold, penalty), metrics = max(self.results(), key=lambda item: item[1]["joint_f1"])
+        self.model.set_decoding(threshold=threshold, length_penalty=penalty)
+        return {**metrics, "decode_threshold": threshold, "decode_length_penalty": penalty}
+
+
+def jmasa_selector(schema: Mapping[str, Any], model: Any) -> DecodingSelector:
+    """The ``jmasa`` task's :class:`DecodingSelector` over the default grid."""
+    return DecodingSelector(schema, model)
 
 
 class JMASACollate:
@@ -153,4 +217,5 @@ JMASA = TrainTask(
     format_predictions=format_jmasa,
     configure_model=configure_jmasa_model,
     default_metric="joint_f1",
+    build_selector=jmasa_selector,
 )

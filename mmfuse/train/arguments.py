@@ -18,6 +18,12 @@ from mmfuse.core.config import ConfigError, call_with_config, check_type
 
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 Strategy = Literal["epoch", "steps", "no"]
+#: ``transformers.get_scheduler`` names that need nothing but the warm-up and the step count
+SchedulerName = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+]
+PARAM_GROUP_KEYS: tuple[str, ...] = ("match", "learning_rate", "weight_decay")
+NonFinitePolicy = Literal["stop", "skip"]
 
 
 def _field(default: Any, help: str) -> Any:
@@ -35,11 +41,20 @@ class TrainingArguments:
     eval_batch_size: int | None = _field(None, "evaluation batch size per process (default: 2 x batch_size)")
     learning_rate: float = _field(1e-4, "peak AdamW learning rate (after warm-up)")
     weight_decay: float = _field(0.01, "AdamW weight decay (not applied to biases, norms and scalars)")
+    param_groups: list[dict[str, Any]] | None = _field(
+        None, "parameter groups with their own learning rate / weight decay, e.g. "
+        "[{match: 'encoders.text_encoder.*', learning_rate: 8.0e-5}] (fnmatch patterns on parameter names; "
+        "the first matching group wins; the rest use learning_rate / weight_decay)"
+    )
     adam_beta1: float = _field(0.9, "AdamW beta1")
     adam_beta2: float = _field(0.999, "AdamW beta2")
     adam_epsilon: float = _field(1e-8, "AdamW epsilon")
     warmup_ratio: float = _field(0.1, "fraction of the steps with a linear learning-rate warm-up")
     warmup_steps: int | None = _field(None, "warm-up steps; overrides warmup_ratio")
+    lr_scheduler_type: SchedulerName = _field(
+        "linear", "learning-rate schedule after the warm-up (transformers.get_scheduler): linear, cosine, "
+        "cosine_with_restarts, polynomial, constant, constant_with_warmup or inverse_sqrt"
+    )
     max_grad_norm: float | None = _field(1.0, "clip the global gradient norm to this (null/0: no clipping)")
     gradient_accumulation_steps: int = _field(1, "micro-batches whose gradients add up to one optimizer step")
     mixed_precision: MixedPrecision = _field(
@@ -49,7 +64,21 @@ class TrainingArguments:
     eval_strategy: Strategy = _field("epoch", "evaluate (and checkpoint) every epoch, every eval_steps steps, or never")
     eval_steps: int | None = _field(None, "optimizer steps between evaluations with eval_strategy=steps")
     save_total_limit: int = _field(2, "training checkpoints kept (the best one is kept in addition)")
-    metric_for_best_model: str = _field("macro_f1", "dev metric that selects the best checkpoint and early stopping")
+    save_steps: int | None = _field(
+        None, "also write a checkpoint every N optimizer steps, between evaluations (null: only at evaluations)"
+    )
+    overwrite_output_dir: bool = _field(
+        False, "delete the run already in output_dir (checkpoints, logs, model, run.yaml) and start afresh; "
+        "without it a new (non-resume) run into a used output_dir is refused"
+    )
+    on_nonfinite_loss: NonFinitePolicy = _field(
+        "stop", "a NaN/inf loss or gradient: stop (naming the step, last good checkpoint kept) or skip the "
+        "step's update and go on"
+    )
+    metric_for_best_model: str | None = _field(
+        None, "dev metric that selects the best checkpoint and early stopping (null: the task's default metric, "
+        "e.g. macro_f1 for classification, joint_f1 for jmasa)"
+    )
     greater_is_better: bool = _field(True, "whether a larger metric_for_best_model is better")
     early_stopping_patience: int | None = _field(
         None, "stop after this many evaluations without improvement (null: never)"
@@ -86,12 +115,37 @@ class TrainingArguments:
             self._require("max_grad_norm", self.max_grad_norm >= 0, "a number >= 0 (or null)")
         if self.early_stopping_patience is not None:
             self._require("early_stopping_patience", self.early_stopping_patience >= 1, "an int >= 1 (or null)")
+        if self.param_groups is not None:
+            self._check_param_groups()
         if self.eval_strategy == "steps" and self.eval_steps is None:
             raise ConfigError("training.eval_steps: required when eval_strategy is 'steps'")
         if self.early_stopping_patience is not None and self.eval_strategy == "no":
             raise ConfigError("training.early_stopping_patience: needs evaluations (eval_strategy is 'no')")
         if not self.output_dir:
             raise ConfigError("training.output_dir: expected a non-empty path")
+        if self.save_steps is not None:
+            self._require("save_steps", self.save_steps >= 1, "an int >= 1 (or null)")
+
+    def _check_param_groups(self) -> None:
+        assert self.param_groups is not None
+        for i, group in enumerate(self.param_groups):
+            where = f"training.param_groups[{i}]"
+            unknown = sorted(set(group) - set(PARAM_GROUP_KEYS))
+            if unknown:
+                raise ConfigError(f"{where}: unknown keys {unknown}; expected some of {list(PARAM_GROUP_KEYS)}")
+            match = group.get("match")
+            if isinstance(match, str):
+                match = [match]
+            if not isinstance(match, list) or not match or not all(isinstance(m, str) and m for m in match):
+                raise ConfigError(f"{where}.match: expected a parameter-name pattern or a non-empty list of them "
+                                  f"(e.g. 'encoders.text_encoder.*'), got {group.get('match')!r}")
+            for key, low, expected in (("learning_rate", 0.0, "a number > 0"), ("weight_decay", None, "a number >= 0")):
+                value = group.get(key)
+                if value is None:
+                    continue
+                bad = isinstance(value, bool) or not isinstance(value, (int, float))
+                if bad or (value <= 0 if low is not None else value < 0):
+                    raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
 
     def _require(self, name: str, ok: bool, expected: str) -> None:
         if not ok:
@@ -116,5 +170,6 @@ class TrainingArguments:
 #: fields that define the sequence of batches and steps: a resumed run must use the same values
 SCHEDULE_FIELDS: tuple[str, ...] = (
     "num_epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "seed",
-    "learning_rate", "warmup_ratio", "warmup_steps", "eval_strategy", "eval_steps",
+    "learning_rate", "warmup_ratio", "warmup_steps", "eval_strategy", "eval_steps", "lr_scheduler_type",
+    "param_groups",
 )

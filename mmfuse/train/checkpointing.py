@@ -4,22 +4,26 @@ Layout of ``<output_dir>/checkpoints/checkpoint-<step>/``::
 
     model.safetensors, config.json   # mmfuse.models.checkpoint.save_pretrained (load_pretrained works on it)
     task.json                        # task name, label schema, run info (used by eval / predict)
-    optimizer.pt, scheduler.pt       # optimizer / LR-scheduler state_dict
-    scaler.pt                        # fp16 GradScaler state (only with fp16 autocast)
-    rng_state_<rank>.pt              # torch (CPU + CUDA), NumPy and Python RNG states of each rank
+    optimizer.safetensors            # optimizer state_dict      (mmfuse.utils.state_io: tensors +
+    scheduler.safetensors            # LR-scheduler state_dict    JSON structure, never pickle)
+    scaler.safetensors               # fp16 GradScaler state (only with fp16 autocast)
+    rng_state_<rank>.safetensors     # torch (CPU + CUDA), NumPy and Python RNG states of each rank
     trainer_state.json               # step, epoch, position in the epoch, best metric, patience, args
+
+Nothing is unpickled when a checkpoint is read (a pickle can run arbitrary code): states are
+safetensors tensors plus JSON. Checkpoints of older versions (``*.pt`` files) are refused with a
+message saying so.
 
 **Atomicity.** A checkpoint is written into ``checkpoints/.tmp-checkpoint-<step>/`` and published
 with one ``os.replace`` (a directory rename); then the pointer file ``checkpoints/latest`` is
 replaced atomically. A crash during a save therefore leaves the previous checkpoints and the
-pointer untouched (plus a ``.tmp-*`` folder that the next save removes), and
+pointer untouched (plus a ``.tmp-*`` folder that the next run removes when it starts), and
 :func:`find_latest_checkpoint` only ever returns complete checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -33,18 +37,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmfuse.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from mmfuse.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_weights, save_pretrained
 from mmfuse.train.distributed import DistributedContext, barrier
-from mmfuse.utils.io import atomic_write_text, atomic_write_with
+from mmfuse.utils.io import atomic_write_text, json_dumps, read_json_file
+from mmfuse.utils.state_io import StateFileError, load_state, save_state
 
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "checkpoint-"
 LATEST_NAME = "latest"
 TRAINER_STATE_NAME = "trainer_state.json"
 TASK_NAME = "task.json"
-OPTIMIZER_NAME = "optimizer.pt"
-SCHEDULER_NAME = "scheduler.pt"
-SCALER_NAME = "scaler.pt"
+OPTIMIZER_NAME = "optimizer.safetensors"
+SCHEDULER_NAME = "scheduler.safetensors"
+SCALER_NAME = "scaler.safetensors"
+#: pickled files of checkpoints written before mmfuse stopped using pickle (never read)
+LEGACY_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state_0.pt")
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
@@ -53,7 +60,7 @@ def checkpoint_name(step: int) -> str:
 
 
 def rng_file(rank: int) -> str:
-    return f"rng_state_{rank}.pt"
+    return f"rng_state_{rank}.safetensors"
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -76,7 +83,8 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+    """Standard JSON (non-finite numbers as ``null``), written atomically."""
+    atomic_write_text(path, json_dumps(value, indent=2, sort_keys=False) + "\n")
 
 
 def save_model_folder(model: nn.Module, directory: Path, task_info: Mapping[str, Any]) -> None:
@@ -137,14 +145,14 @@ def save_training_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     barrier(ctx)
-    torch.save(capture_rng_state(), tmp / rng_file(ctx.rank))
+    save_state(tmp / rng_file(ctx.rank), capture_rng_state())
     barrier(ctx)
     if ctx.is_main:
         save_model_folder(model, tmp, task_info)
-        atomic_write_with(tmp / OPTIMIZER_NAME, lambda p: torch.save(optimizer.state_dict(), p))
-        atomic_write_with(tmp / SCHEDULER_NAME, lambda p: torch.save(scheduler.state_dict(), p))
+        save_state(tmp / OPTIMIZER_NAME, optimizer.state_dict())
+        save_state(tmp / SCHEDULER_NAME, scheduler.state_dict())
         if scaler is not None and scaler.is_enabled():
-            atomic_write_with(tmp / SCALER_NAME, lambda p: torch.save(scaler.state_dict(), p))
+            save_state(tmp / SCALER_NAME, scaler.state_dict())
         write_json(tmp / TRAINER_STATE_NAME, dict(trainer_state))  # written last: marks completeness
         replace_directory(tmp, root / name)
         atomic_write_text(root / LATEST_NAME, name + "\n")
@@ -169,9 +177,10 @@ def find_latest_checkpoint(root: Path) -> Path | None:
     root = Path(root)
     pointer = root / LATEST_NAME
     if pointer.is_file():
-        candidate = root / pointer.read_text(encoding="utf-8").strip()
-        if is_complete_checkpoint(candidate):
-            return candidate
+        with contextlib.suppress(OSError, ValueError):  # a garbled pointer: fall back to the newest
+            name = pointer.read_bytes().decode("utf-8").strip()
+            if _CHECKPOINT_RE.match(name) and is_complete_checkpoint(root / name):
+                return root / name
     checkpoints = list_checkpoints(root)
     return checkpoints[-1] if checkpoints else None
 
@@ -193,7 +202,21 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
             f"checkpoint {str(checkpoint)!r}: no {TRAINER_STATE_NAME} (not a training checkpoint, or an "
             "incomplete one)"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    state = read_json_file(path, "checkpoint file")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint file {str(path)!r}: expected a JSON object, got {type(state).__name__}")
+    return state
+
+
+def check_not_legacy(checkpoint: Path) -> None:
+    """Refuse checkpoints whose states are pickles (written by mmfuse before 0.1.1): never unpickled."""
+    legacy = [name for name in LEGACY_PICKLES if (Path(checkpoint) / name).is_file()]
+    if legacy and not (Path(checkpoint) / OPTIMIZER_NAME).is_file():
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} stores its training state as pickles ({', '.join(legacy)}), which "
+            "mmfuse never loads (unpickling can run code); its model can still be used (model.safetensors), "
+            "but training cannot resume from it"
+        )
 
 
 def load_training_checkpoint(
@@ -206,29 +229,35 @@ def load_training_checkpoint(
     ctx: DistributedContext,
 ) -> dict[str, Any]:
     """Restore model weights, optimizer, scheduler, scaler and this rank's RNG; return the trainer state."""
-    from safetensors.torch import load_model
-
     checkpoint = Path(checkpoint)
+    check_not_legacy(checkpoint)
     state = load_trainer_state(checkpoint)
-    missing, unexpected = load_model(model, str(checkpoint / WEIGHTS_NAME), strict=False, device=str(ctx.device))
-    if missing or unexpected:
-        raise RuntimeError(
-            f"checkpoint {str(checkpoint)!r} does not match the model: missing keys {sorted(missing)[:10]}, "
-            f"unexpected keys {sorted(unexpected)[:10]}"
-        )
-    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER_NAME, map_location=ctx.device, weights_only=True))
-    scheduler.load_state_dict(torch.load(checkpoint / SCHEDULER_NAME, map_location="cpu", weights_only=True))
-    if scaler is not None and scaler.is_enabled() and (checkpoint / SCALER_NAME).is_file():
-        scaler.load_state_dict(torch.load(checkpoint / SCALER_NAME, map_location="cpu", weights_only=True))
-    rng_path = checkpoint / rng_file(ctx.rank)
-    if rng_path.is_file():
-        restore_rng_state(torch.load(rng_path, map_location="cpu", weights_only=False))
+    load_weights(model, checkpoint / WEIGHTS_NAME, ctx.device)
+    try:
+        optimizer.load_state_dict(load_state(checkpoint / OPTIMIZER_NAME))
+        scheduler.load_state_dict(load_state(checkpoint / SCHEDULER_NAME))
+        if scaler is not None and scaler.is_enabled() and (checkpoint / SCALER_NAME).is_file():
+            scaler.load_state_dict(load_state(checkpoint / SCALER_NAME))
+        rng_path = checkpoint / rng_file(ctx.rank)
+        if rng_path.is_file():
+            restore_rng_state(load_state(rng_path))
+    except StateFileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {str(checkpoint)!r}: its optimizer / scheduler / RNG state does not fit "
+                              f"this run: {str(exc).splitlines()[0][:200]}") from None
     return state
 
 
-def clean_stale_temporaries(root: Path) -> None:
-    """Remove ``.tmp-*`` folders left by an interrupted save."""
+def clean_stale_temporaries(root: Path) -> list[Path]:
+    """Remove ``.tmp-*`` / ``.old-*`` files and folders left in ``root`` by an interrupted save or
+    export; returns what was removed. Call it only while holding the run's lock
+    (:mod:`mmfuse.train.run_dir`), so a live run's temporaries are never touched."""
+    removed = []
     if Path(root).is_dir():
-        for path in Path(root).glob(".tmp-*"):
-            with contextlib.suppress(OSError):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for path in sorted(Path(root).iterdir()):
+            if path.name.startswith((".tmp-", ".old-")):
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                    removed.append(path)
+    return removed

@@ -18,12 +18,12 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from mmfuse.models.checkpoint import CONFIG_NAME, load_pretrained
+from mmfuse.models.checkpoint import CheckpointError, load_pretrained, resolve_model_dir
 from mmfuse.data.datasets.base import OnBadImage, SkippedItem, check_on_bad_image
 from mmfuse.data.images import BadImageError, check_image, load_image
 from mmfuse.train.checkpointing import TASK_NAME
 from mmfuse.tasks.base import LabelSchema, TrainTask, get_task
-from mmfuse.train.trainer import MODEL_DIR
+from mmfuse.utils.io import read_json_file, read_text_file
 
 
 @dataclasses.dataclass
@@ -37,19 +37,6 @@ class TrainedModel:
     path: Path
 
 
-def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
-    """``path`` itself if it holds a model, else ``path/model`` (a training ``output_dir``)."""
-    path = Path(path)
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if (path / MODEL_DIR / CONFIG_NAME).is_file():
-        return path / MODEL_DIR
-    raise FileNotFoundError(
-        f"checkpoint {str(path)!r}: neither it nor {str(path / MODEL_DIR)!r} holds a trained model "
-        f"({CONFIG_NAME} + model.safetensors + {TASK_NAME})"
-    )
-
-
 def load_trained(path: str | os.PathLike[str], map_location: str = "cpu") -> TrainedModel:
     """Load a trained model folder (or a training output_dir) with its task and label schema."""
     directory = resolve_model_dir(path)
@@ -59,9 +46,12 @@ def load_trained(path: str | os.PathLike[str], map_location: str = "cpu") -> Tra
             f"checkpoint {str(directory)!r}: no {TASK_NAME} (written by the trainer); a bare save_pretrained "
             "folder has no label names — evaluate it from Python with Trainer(..., label_schema=...)"
         )
-    info = json.loads(task_file.read_text(encoding="utf-8"))
+    info = read_json_file(task_file, "checkpoint file")
+    if not isinstance(info, dict) or "labels" not in info:
+        raise CheckpointError(f"checkpoint file {str(task_file)!r}: expected an object with 'task' and 'labels'")
+    task = get_task(info.get("task", "classification"))
     model = load_pretrained(directory, map_location=map_location)
-    return TrainedModel(model, get_task(info.get("task", "classification")), info["labels"], info, directory)
+    return TrainedModel(model, task, info["labels"], info, directory)
 
 
 class JsonlInputs(Dataset):
@@ -77,10 +67,10 @@ class JsonlInputs(Dataset):
     def __init__(self, path: str | os.PathLike[str], on_bad_image: OnBadImage = "error") -> None:
         self.path = Path(path)
         self.on_bad_image = check_on_bad_image(on_bad_image)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"inputs: {str(self.path)!r} does not exist")
         self.items: list[tuple[str, str, Path]] = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+        lines = read_text_file(self.path, "inputs").split("\n")  # never splitlines(): U+2028 is text
+        for number, line in enumerate(lines, start=1):
+            line = line.removesuffix("\r")
             if not line.strip():
                 continue
             where = f"{self.path}:{number}"
@@ -93,8 +83,13 @@ class JsonlInputs(Dataset):
             for key in ("text", "image"):
                 if not isinstance(row.get(key), str):
                     raise ValueError(f"{where}: {key!r} must be a string, got {row.get(key)!r}")
+            if not row["image"].strip():
+                raise ValueError(f"{where}: 'image' is empty")
+            item_id = row.get("id", number)
+            if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
+                raise ValueError(f"{where}: 'id' must be a string or an integer, got {item_id!r}")
             image = Path(row["image"])
-            self.items.append((str(row.get("id", number)), row["text"], image if image.is_absolute() else self.path.parent / image))
+            self.items.append((str(item_id), row["text"], image if image.is_absolute() else self.path.parent / image))
         if not self.items:
             raise ValueError(f"inputs: {str(self.path)!r} has no input lines")
         self.skipped: list[SkippedItem] = []
@@ -107,9 +102,17 @@ class JsonlInputs(Dataset):
                 else:
                     self.skipped.append(SkippedItem(item[0], item[2], reason))
             self.items = kept
+            if not self.items:
+                raise ValueError(f"inputs: {str(self.path)!r}: every line has a missing or corrupt image "
+                                 f"(e.g. {self.skipped[0].path}: {self.skipped[0].reason})")
             if self.skipped:
                 warnings.warn(f"inputs: skipping {len(self.skipped)} line(s) with missing or corrupt images: "
                               + "; ".join(f"{s.path} ({s.reason})" for s in self.skipped[:3]), stacklevel=2)
+        else:  # fail before any prediction when a file is plainly missing (corrupt ones fail when read)
+            for item_id, _, image_path in self.items:
+                if not image_path.is_file():
+                    raise BadImageError(image_path, f"file does not exist (input {item_id!r} of {self.path}; "
+                                        "pass on_bad_image='skip' to leave such lines out)")
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,6 +1,6 @@
 """Batches for joint multimodal aspect-sentiment analysis (JMASA): words, aspect spans, images.
 
-:class:`JMASACollator` turns joint-form samples (:class:`~mmfuse.data.datasets.twitter.TwitterJointDataset`,
+:class:`JMASACollator` turns jmasa-form samples (:class:`~mmfuse.data.datasets.twitter.TwitterJMASADataset`,
 or any dict with ``"words"``) into the batch that span models such as JML consume:
 
 =================== ============== ===========================================================

@@ -14,6 +14,7 @@ A new data set goes into a module of its own here (a reader returning
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,13 @@ def build_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None
     the builders raise ``ValueError`` / ``FileNotFoundError`` naming the file for bad data.
     """
     builder = get_registry().get("dataset", name).factory
-    return call_with_config(
+    dataset = call_with_config(
         builder, options, where=name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir)
     )
+    record = {"name": name, "data_dir": None if data_dir is None else os.fspath(data_dir), "options": dict(options)}
+    try:
+        json.dumps(record)
+        dataset.build_spec = record  # the Trainer records it in task.json, so `mmfuse eval RUN` finds the data
+    except (TypeError, ValueError, AttributeError):  # options that are not JSON, or a dataset refusing attributes
+        pass
+    return dataset

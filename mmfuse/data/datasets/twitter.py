@@ -1,4 +1,4 @@
-"""Twitter-2015 / Twitter-2017: multimodal aspect (target) sentiment, and the joint span task.
+"""Twitter-2015 / Twitter-2017: multimodal aspect (target) sentiment, and the jmasa span task.
 
 The files are TomBERT's (Yu & Jiang, IJCAI 2019; github.com/jefferyYu/TomBERT,
 ``absa_data/twitter{2015,2017}/{train,dev,test}.{tsv,txt}``). One row is one (tweet, aspect)
@@ -7,7 +7,7 @@ its polarity and the image file name. Two forms are read:
 
 * **aspect** form (TomBERT's task, target-oriented sentiment): one sample per row, class
   ``labels["sentiment"]``.
-* **joint** form (JMASA / MABSA, as in JML and VLP-MABSA): one sample per tweet, rebuilt from
+* **jmasa** form (the JMASA task, also called MABSA, as in JML and VLP-MABSA): one sample per tweet, rebuilt from
   the rows: ``words = toks[:i] + target.split(' ') +
   toks[i+1:]`` with ``toks = masked_text.split(' ')`` and ``i = toks.index('$T$')``, giving the
   span ``(i, i + len(target words) - 1)``; **consecutive** rows with the same key
@@ -68,10 +68,10 @@ __all__ = [
     "POLARITIES",
     "Aspect",
     "AspectRow",
-    "JointTweet",
+    "JMASATweet",
     "TwitterAspectDataset",
     "TwitterDataset",
-    "TwitterJointDataset",
+    "TwitterJMASADataset",
     "build_twitter",
     "build_twitter2015",
     "build_twitter2017",
@@ -88,7 +88,7 @@ POLARITIES: tuple[str, ...] = ("negative", "neutral", "positive")
 TARGET_MARKER = "$T$"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 TWITTER_DATASETS: tuple[str, ...] = ("twitter2015", "twitter2017")
-Form = Literal["joint", "aspect"]
+Form = Literal["jmasa", "aspect"]
 FileFormat = Literal["tsv", "txt"]
 
 
@@ -137,8 +137,8 @@ class Aspect:
 
 
 @dataclasses.dataclass(frozen=True)
-class JointTweet:
-    """One tweet of the joint task: its words, all aspects (sorted by position) and its image."""
+class JMASATweet:
+    """One tweet of the jmasa task: its words, all aspects (sorted by position) and its image."""
 
     id: str
     image_id: str
@@ -284,8 +284,8 @@ def _overlaps(a: Aspect, b: Aspect) -> bool:
     return a.start <= b.end and b.start <= a.end
 
 
-def group_tweets(rows: Iterable[AspectRow], report: ParseReport | None = None) -> list[JointTweet]:
-    """The joint form: consecutive rows with the same ``(image_id, sentence)`` key are one tweet.
+def group_tweets(rows: Iterable[AspectRow], report: ParseReport | None = None) -> list[JMASATweet]:
+    """The jmasa form: consecutive rows with the same ``(image_id, sentence)`` key are one tweet.
 
     Tweet ids are the image file's stem (``"1860693"``); a stem seen before (same image with
     another text, or a repeated key) gets ``-2``, ``-3``, ... appended.
@@ -302,7 +302,7 @@ def group_tweets(rows: Iterable[AspectRow], report: ParseReport | None = None) -
         seen_keys.add(row.key)
         groups.append([row])
 
-    tweets: list[JointTweet] = []
+    tweets: list[JMASATweet] = []
     stems: collections.Counter[str] = collections.Counter()
     for group in groups:
         first = group[0]
@@ -322,7 +322,7 @@ def group_tweets(rows: Iterable[AspectRow], report: ParseReport | None = None) -
         stems[stem] += 1
         tweet_id = stem if stems[stem] == 1 else f"{stem}-{stems[stem]}"
         tweets.append(
-            JointTweet(
+            JMASATweet(
                 id=tweet_id,
                 image_id=first.image_id,
                 words=first.words,
@@ -433,8 +433,8 @@ class TwitterAspectDataset(TwitterDataset):
         return sample
 
 
-class TwitterJointDataset(TwitterDataset):
-    """The joint (JMASA) form: one sample per tweet with all its aspects.
+class TwitterJMASADataset(TwitterDataset):
+    """The jmasa form: one sample per tweet with all its aspects.
 
     Samples: ``{"id", "text", "words": list[str], "aspects": [(start, end, polarity), ...],
     "image": PIL.Image | None, "image_id"}``; spans are word indices, end inclusive, sorted by
@@ -444,8 +444,8 @@ class TwitterJointDataset(TwitterDataset):
     per-tweet label; :meth:`label_counts` counts aspects.
     """
 
-    def __init__(self, tweets: Sequence[JointTweet], *, image_dir: str | None, **kwargs: Any) -> None:
-        self.tweets: dict[str, JointTweet] = {t.id: t for t in tweets}
+    def __init__(self, tweets: Sequence[JMASATweet], *, image_dir: str | None, **kwargs: Any) -> None:
+        self.tweets: dict[str, JMASATweet] = {t.id: t for t in tweets}
         records = [
             Record(id=t.id, text=t.sentence, labels={}, image_path=_image_path(image_dir, t.image_id))
             for t in tweets
@@ -458,7 +458,7 @@ class TwitterJointDataset(TwitterDataset):
             if not (0 <= aspect.start <= aspect.end < len(tweet.words) and 0 <= aspect.polarity < len(POLARITIES)):
                 raise ValueError(f"{self.name}: tweet {record.id!r} has an invalid aspect {aspect}")
 
-    def tweet(self, index: int) -> JointTweet:
+    def tweet(self, index: int) -> JMASATweet:
         """The parsed tweet of sample ``index`` (no image is read)."""
         return self.tweets[self.records[index].id]
 
@@ -469,11 +469,11 @@ class TwitterJointDataset(TwitterDataset):
     def label_counts(self, task: str = "polarity") -> dict[str, int]:
         """``{polarity: number of aspects}`` over the data set."""
         if task != "polarity":
-            raise KeyError(f"task {task!r}: the joint form counts aspect polarities, task 'polarity'")
+            raise KeyError(f"task {task!r}: the jmasa form counts aspect polarities, task 'polarity'")
         counts = collections.Counter(a.polarity for t in self.iter_tweets() for a in t.aspects)
         return {name: counts.get(k, 0) for k, name in enumerate(POLARITIES)}
 
-    def iter_tweets(self) -> Iterator[JointTweet]:
+    def iter_tweets(self) -> Iterator[JMASATweet]:
         return (self.tweets[r.id] for r in self.records)
 
     @property
@@ -501,23 +501,23 @@ def build_twitter(
     data_dir: str | os.PathLike[str] | None,
     *,
     name: str,
-    form: Form = "joint",
+    form: Form = "jmasa",
     file_format: FileFormat = "tsv",
     image_dir: str | None = None,
     on_bad_image: OnBadImage = "error",
 ) -> TwitterDataset:
-    """One split of a TomBERT Twitter data set in the ``joint`` or ``aspect`` form (module docstring)."""
+    """One split of a TomBERT Twitter data set in the ``jmasa`` or ``aspect`` form (module docstring)."""
     if data_dir is None:
         raise ValueError(f"{name}: data_dir is required (the folder holding train/dev/test.{file_format})")
-    if form not in ("joint", "aspect"):
-        raise ValueError(f"{name}: form: expected 'joint' or 'aspect', got {form!r}")
+    if form not in ("jmasa", "aspect"):
+        raise ValueError(f"{name}: form: expected 'jmasa' or 'aspect', got {form!r}")
     if image_dir is not None and not Path(image_dir).is_dir():
         raise FileNotFoundError(f"{name}: image_dir {image_dir!r} is not a folder")
     rows, report = read_rows(split_file(data_dir, split, file_format, name))
     common = dict(name=name, split=split, image_dir=image_dir, on_bad_image=on_bad_image, report=report)
     if form == "aspect":
         return TwitterAspectDataset(rows, **common)
-    return TwitterJointDataset(group_tweets(rows, report), **common)
+    return TwitterJMASADataset(group_tweets(rows, report), **common)
 
 
 def _named_builder(name: str) -> Callable[..., TwitterDataset]:
@@ -528,7 +528,7 @@ def _named_builder(name: str) -> Callable[..., TwitterDataset]:
         split: str,
         data_dir: str | os.PathLike[str] | None,
         *,
-        form: Form = "joint",
+        form: Form = "jmasa",
         file_format: FileFormat = "tsv",
         image_dir: str | None = None,
         on_bad_image: OnBadImage = "error",
@@ -540,7 +540,7 @@ def _named_builder(name: str) -> Callable[..., TwitterDataset]:
 
     builder.__name__ = builder.__qualname__ = f"build_{name}"
     builder.__doc__ = (
-        f"One split of {name} (TomBERT files in ``data_dir``). ``form``: ``'joint'`` (one sample per "
+        f"One split of {name} (TomBERT files in ``data_dir``). ``form``: ``'jmasa'`` (one sample per "
         "tweet with all aspect spans) or ``'aspect'`` (one sample per aspect row); ``file_format``: "
         "``'tsv'`` or ``'txt'``; ``image_dir``: TomBERT's image folder (optional)."
     )

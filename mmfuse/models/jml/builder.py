@@ -2,7 +2,7 @@
 
 Their signatures are the config schemas (checked by :func:`mmfuse.core.config.call_with_config`).
 Encoders and heads are registered component specs built with
-:func:`mmfuse.core.registry.build_component`; the relation module is built from its own config
+:func:`mmfuse.core.build.build_component`; the relation module is built from its own config
 (the keyword arguments of ``jml-relation``) or loaded from a folder written by
 ``save_pretrained``. The modules are then handed to :class:`~mmfuse.models.jml.model.JML` /
 :class:`~mmfuse.models.jml.relation.JMLRelation`.
@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmfuse.core.config import ConfigError, call_with_config, factory_parameters
-from mmfuse.core.registry import ComponentSpec, build_component, get_registry
+from mmfuse.core.config import ConfigError, factory_parameters
+from mmfuse.core.provenance import stamp_component
+from mmfuse.core.build import ComponentSpec, build_component
+from mmfuse.core.registry import get_registry
 from mmfuse.fusion.residual_attention import set_attention_impl
 from mmfuse.ops.attention import Impl
 from mmfuse.heads.relation import RelationHead
@@ -62,7 +64,9 @@ def load_relation(checkpoint: str, where: str = "relation_checkpoint") -> JMLRel
     model_name = load_config_from(folder).get("model")
     if model_name != RELATION_NAME:
         raise ConfigError(f"{where}: {checkpoint!r} holds a {model_name!r} model, expected {RELATION_NAME!r}")
-    return load_pretrained(folder, map_location="cpu")
+    relation = load_pretrained(folder, map_location="cpu")
+    stamp_component(relation, "relation")  # its config replaces relation_checkpoint when saved (portable folders)
+    return relation
 
 
 def _head(spec: ComponentSpec, where: str, defaults: dict[str, Any], **injected: Any) -> Any:
@@ -137,7 +141,7 @@ def build_jml(
         if "model" in relation and relation["model"] != RELATION_NAME:
             raise ConfigError(f"relation.model: expected {RELATION_NAME!r} (or leave it out), got {relation['model']!r}")
         options = {k: v for k, v in relation.items() if k != "model"}
-        relation_module = call_with_config(build_jml_relation, options, where="relation")
+        relation_module = build_component("model", {"name": RELATION_NAME, **options}, where="relation")
     defaults = {"n_heads": n_heads, "dropout": dropout, "impl": impl}
     extraction = _head(extraction_head, "extraction_head", defaults, d_model=d_model, cross_modal=has_image)
     sentiment = _head(sentiment_head, "sentiment_head", {**defaults, "n_classes": n_polarities},

@@ -38,13 +38,15 @@ and classifies those. Batches come from :class:`mmfuse.data.collators.jmasa.JMAS
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from mmfuse.core.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
+from mmfuse.core.batch import _INT_DTYPES, BatchError, check_batch_sizes, checking_values, get_tensor
 from mmfuse.core.config import ConfigError
 from mmfuse.core.features import FeatureDims, Features
 from mmfuse.fusion.pooling import masked_mean
@@ -55,6 +57,7 @@ from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
 from mmfuse.models.encoding import ProjectedEncoders, require_module
 from mmfuse.models.jml.outputs import AspectPrediction, JMLOutput
 from mmfuse.models.jml.relation import JMLRelation
+from mmfuse.models.pretrained import PretrainedMixin
 
 NAME = "jml"
 Gate = Literal["soft", "hard", "none"]
@@ -115,10 +118,11 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
         raise BatchError(f"word_starts: expected shape [B={b}, W], got {list(word_starts.shape)}")
     n_words = word_starts.shape[1]
     _shape(word_mask, "word_mask", (b, n_words), "[B, W]")
-    if bool(((word_starts < 0) | (word_starts >= length))[word_mask].any()):
+    values = checking_values()  # value checks: eager only (see mmfuse.core.batch)
+    if values and bool(((word_starts < 0) | (word_starts >= length))[word_mask].any()):
         raise BatchError(f"word_starts: indices of real words must be in [0, {length}) (the input_ids length)")
     starts = word_starts.clamp(0, length - 1).long()
-    if bool((~attention_mask.bool().gather(1, starts))[word_mask].any()):
+    if values and bool((~attention_mask.bool().gather(1, starts))[word_mask].any()):
         raise BatchError("word_starts: a real word (word_mask True) starts at a padding token (attention_mask 0)")
     out = SpanBatch(word_starts=starts, word_mask=word_mask)
 
@@ -138,8 +142,8 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
     if spans.dim() != 3 or spans.shape[0] != b or spans.shape[2] != 2:
         raise BatchError(f"spans: expected shape [B={b}, S, 2], got {list(spans.shape)}")
     _shape(span_mask, "span_mask", tuple(spans.shape[:2]), "[B, S]")
-    real = spans[span_mask]
-    if real.numel():
+    real = spans[span_mask] if values else None
+    if real is not None and real.numel():
         n_real_words = word_mask.sum(dim=1, keepdim=True).expand(-1, spans.shape[1])[span_mask]
         bad = (real[:, 0] < 0) | (real[:, 1] < real[:, 0]) | (real[:, 1] >= n_real_words)
         if bool(bad.any()):
@@ -152,13 +156,13 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
     for key in ("start_labels", "end_labels"):
         value = get_tensor(batch, key, "float [B, W] multi-hot over words")
         _shape(value, key, (b, n_words), "[B, W]")
-        if bool(((value != 0) & (value != 1)).any()):
+        if values and bool(((value != 0) & (value != 1)).any()):
             raise BatchError(f"{key}: expected 0/1 values (multi-hot over words)")
         setattr(out, key, value.float())
     polarity = _int_tensor(batch, "span_polarity", "LongTensor [B, S], class index or -100 for padding")
     _shape(polarity, "span_polarity", tuple(spans.shape[:2]), "[B, S]")
     bad = span_mask & ((polarity < 0) | (polarity >= n_polarities))
-    if bool(bad.any()):
+    if values and bool(bad.any()):
         raise BatchError(f"span_polarity: real spans need a class index in [0, {n_polarities - 1}], "
                          f"got {int(polarity[bad][0])}")
     out.span_polarity = polarity.long().masked_fill(~span_mask, IGNORE_INDEX)
@@ -182,7 +186,7 @@ class GatedRegions:
     relation_logits: Tensor | None = None
 
 
-class JML(nn.Module):
+class JML(PretrainedMixin, nn.Module):
     """The JML joint aspect-term extraction + aspect sentiment model, composed of the modules it is given.
 
     Args:
@@ -280,6 +284,15 @@ class JML(nn.Module):
             raise ConfigError(f"sentiment_head.n_classes: {self.sentiment_head.n_classes} differs from "
                               f"n_polarities={n_polarities}")
         self.feature_dims = FeatureDims(text=d_model, image=d_model, fused=d_model) if has_image else None
+
+    def portable_options(self, options: dict[str, Any], folder: Path, prefix: str) -> dict[str, Any]:
+        """Options with the relation module's config (``relation``) instead of ``relation_checkpoint``:
+        its weights are part of this model's ``model.safetensors``."""
+        if options.get("relation_checkpoint") is None or self.relation is None:
+            return options
+        loaded = dict(getattr(self.relation, "mmfuse_config", None) or {})
+        relation = {k: v for k, v in loaded.items() if k not in ("model", "aux_losses")}
+        return {**{k: v for k, v in options.items() if k != "relation_checkpoint"}, "relation": relation}
 
     def _check_relation_inputs(self) -> None:
         assert self.relation is not None
@@ -409,11 +422,36 @@ class JML(nn.Module):
                             f"{labels.dtype if isinstance(labels, Tensor) else type(labels).__name__}")
         if tuple(labels.shape) != (batch_size,):
             raise BatchError(f"relation_labels: expected shape [{batch_size}], got {list(labels.shape)}")
-        if bool(((labels != -100) & ((labels < 0) | (labels > 1))).any()):
+        if checking_values() and bool(((labels != -100) & ((labels < 0) | (labels > 1))).any()):
             raise BatchError("relation_labels: expected 0 (image does not add), 1 (image adds) or -100")
         return relation_loss(logits, labels)
 
     # -- prediction ------------------------------------------------------------------------------
+    def set_decoding(self, **decode_options: Any) -> None:
+        """Change the default decoding options (``top_k``, ``max_span_len``, ``threshold``,
+        ``max_spans``, ``length_penalty``) and record them in ``mmfuse_config`` as ``decode_*``, so
+        that :func:`~mmfuse.models.checkpoint.save_pretrained` keeps them (the ``jmasa`` task stores the
+        decoding it chose on dev this way)."""
+        unknown = sorted(set(decode_options) - set(self.decode_options))
+        if unknown:
+            raise TypeError(f"set_decoding: unknown decoding options {unknown}; known: {sorted(self.decode_options)}")
+        for key in ("top_k", "max_span_len", "max_spans"):
+            value = decode_options.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"decode_{key}: expected an int >= 1, got {value!r}")
+        for key in ("threshold", "length_penalty"):
+            value = decode_options.get(key, 0.0)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ConfigError(f"decode_{key}: expected a finite number{' or None' if key == 'threshold' else ''}, "
+                                  f"got {value!r}")
+        if decode_options.get("length_penalty", 0.0) is None:
+            raise ConfigError("decode_length_penalty: expected a finite number, got None")
+        self.decode_options.update(decode_options)
+        config = getattr(self, "mmfuse_config", None)
+        if isinstance(config, dict):
+            config.update({f"decode_{key}": value for key, value in decode_options.items()})
+
     def predict_from(self, output: JMLOutput, words: list[list[str]] | None = None,
                      **decode_options: Any) -> list[list[AspectPrediction]]:
         """Decode spans from ``output``'s start / end logits (Hu et al. 2019, options as the model's

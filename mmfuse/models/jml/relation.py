@@ -29,11 +29,12 @@ from mmfuse.core.outputs import ClassificationOutput
 from mmfuse.heads.classification import check_class_labels
 from mmfuse.heads.relation import relation_loss, relation_probability
 from mmfuse.models.encoding import ProjectedEncoders, require_module
+from mmfuse.models.pretrained import PretrainedMixin
 
 NAME = "jml-relation"
 
 
-class JMLRelation(nn.Module):
+class JMLRelation(PretrainedMixin, nn.Module):
     """Binary "image adds to the tweet meaning" classifier (TRC), JML's relation module.
 
     Args:

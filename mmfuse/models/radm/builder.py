@@ -3,7 +3,7 @@
 Its signature is the ``radm`` config schema (checked by
 :func:`mmfuse.core.config.call_with_config`); every part is a registered component spec
 (``"name"`` or ``{"name": ..., **options}``), built with
-:func:`mmfuse.core.registry.build_component` and handed to the RADM constructor.
+:func:`mmfuse.core.build.build_component` and handed to the RADM constructor.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from mmfuse.core.config import ConfigError
-from mmfuse.core.registry import ComponentSpec, build_component
+from mmfuse.core.build import ComponentSpec, build_component
 from mmfuse.models.radm.model import RADM
 
 

@@ -33,6 +33,7 @@ from mmfuse.fusion.protocol import check_fusion_output
 from mmfuse.fusion.residual_attention import set_attention_impl
 from mmfuse.ops.attention import Impl
 from mmfuse.models.encoding import ProjectedEncoders, require_module
+from mmfuse.models.pretrained import PretrainedMixin
 
 NAME = "radm"
 #: what RADM reads of its image encoder besides ProjectedEncoders' needs (attention maps, "cls" pooling)
@@ -40,7 +41,7 @@ IMAGE_ENCODER_ATTRIBUTES = ("grid_size", "num_prefix_tokens")
 HEAD_ATTRIBUTES = ("tasks", "losses", "check_labels")
 
 
-class RADM(nn.Module):
+class RADM(PretrainedMixin, nn.Module):
     """The RADM multimodal classifier, composed of the modules it is given.
 
     Args:
