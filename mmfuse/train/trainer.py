@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ from torch.utils.data import Dataset
 
 from mmfuse.checkpoint import load_weights
 from mmfuse.config import ConfigError
+from mmfuse.portable import portable_config
+from mmfuse.provenance import METADATA_KEY
 from mmfuse.train import checkpointing as ckpt
 from mmfuse.train import run_dir
 from mmfuse.train.arguments import SCHEDULE_FIELDS, TrainingArguments
@@ -309,13 +312,25 @@ class Trainer:
         return {name: (len(d) if d is not None else None)  # type: ignore[arg-type]
                 for name, d in (("train", self.train_dataset), ("eval", self.eval_dataset))}
 
+    def _saved_model_config(self) -> dict[str, Any] | None:
+        """The model config as a checkpoint stores it (portable, without the provenance record), so that
+        it compares equal to the ``config.json`` of a checkpoint of the same model."""
+        model = _unwrap(self.model)
+        config = getattr(model, "mmfuse_config", None)
+        if config is None:
+            return None
+        with tempfile.TemporaryDirectory() as scratch:  # portable_config may write tokenizer files
+            saved = portable_config(model, config, scratch)
+        saved.pop(METADATA_KEY, None)
+        return saved
+
     def _check_resumable(self, saved: TrainerState, path: Path) -> None:
         """Refuse a checkpoint written with other settings, model, data or task (:mod:`mmfuse.train.resume`)."""
         task_file = path / ckpt.TASK_NAME
         saved_task = ckpt.read_json_file(task_file, "checkpoint file") if task_file.is_file() else None
         check_resume(
             path, saved, args=self.args, schedule_fields=SCHEDULE_FIELDS, world_size=self.ctx.world_size,
-            model_config=getattr(_unwrap(self.model), "mmfuse_config", None), task_info=self.task_info,
+            model_config=self._saved_model_config(), task_info=self.task_info,
             saved_task_info=saved_task, num_samples=self._num_samples(),
         )
 
