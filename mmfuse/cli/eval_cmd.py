@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from mmfuse.cli.common import add_dataset_arguments, check_output_option, dataset_from_info, print_json, write_json
+from mmfuse.cli.common import (
+    add_dataset_arguments,
+    check_output_option,
+    dataset_from_info,
+    print_json,
+    write_json,
+)
 
 DESCRIPTION = """\
 Evaluate a trained model on a split of a data set and print the task's metrics as JSON (for

@@ -360,7 +360,6 @@ class Trainer:
         """Train; ``resume_from_checkpoint``: True (latest in ``output_dir``), a checkpoint or an output_dir."""
         if self.train_dataset is None:
             raise ValueError("train: the Trainer has no train_dataset")
-        args, ctx = self.args, self.ctx
         if len(self.train_dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("train_dataset: is empty")
         resume_path = self._resolve_resume(resume_from_checkpoint)
