@@ -232,7 +232,14 @@ def read_trc(
             continue
         # an older-layout line read leniently has its tweet text split on commas: only its tail counts
         text_split = old_layout and not well_formed
-        leading, values = _trailing_binary(fields[2:] if text_split else fields[label_start:])
+        positional = [f.strip() for f in fields[label_start : label_start + 6]]
+        if not text_split and len(positional) == 6 and all(v in ("0", "1") for v in positional):
+            # the labels are where the header says; anything after them is extra (the file has 3 empty columns)
+            leading, values = [], [int(v) for v in positional]
+            if any(f.strip() for f in fields[label_start + 6 :]):
+                report.flag("extra_fields", where)
+        else:
+            leading, values = _trailing_binary(fields[2:] if text_split else fields[label_start:])
         if not text_split and any(_NUMBER.match(f.strip()) for f in leading):  # '2', '-1', '1.0', '١': a bad label
             report.drop("invalid_label_value", where)
             continue
