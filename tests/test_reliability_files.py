@@ -212,6 +212,9 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys, model_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "image": "x.png"\n')
     assert "bad.jsonl:1: not valid JSON" in cli_error(capsys, ["predict", str(model_dir), "--inputs", str(bad)])
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    assert "deep.jsonl:1: JSON nested too deeply" in cli_error(capsys, ["predict", str(model_dir), "--inputs", str(deep)])
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     assert "has no input lines" in cli_error(capsys, ["predict", str(model_dir), "--inputs", str(empty)])

@@ -391,3 +391,17 @@ def test_a_signal_checkpoints_the_current_step_and_says_how_to_resume(tmp_path, 
     if signum == signal.SIGTERM:  # the resume itself is checked once (it is the slow part)
         assert main(["train", "--resume", "--output-dir", str(run)]) == 0
         assert max(r["step"] for r in read_log(run, "train")) == 30
+
+
+def test_hand_edited_trainer_state_is_refused_naming_the_field(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_model(), args_for(run), synthetic("train", 16)).train()
+    state_file = ckpt.find_latest_checkpoint(run / "checkpoints") / "trainer_state.json"
+    good = json.loads(state_file.read_text())
+    for field, value in (("best_checkpoint", "../../elsewhere"), ("global_step", "7"), ("world_size", 0)):
+        state_file.write_text(json.dumps({**good, field: value}))
+        with pytest.raises(CheckpointError, match=rf"trainer_state\.json'?: {field}: expected"):
+            Trainer(tiny_model(), args_for(run), synthetic("train", 16)).train(resume_from_checkpoint=True)
+    state_file.write_text(json.dumps(good)[:25])
+    with pytest.raises(ValueError, match=r"trainer_state\.json'?: not valid JSON \(truncated\?\)"):
+        Trainer(tiny_model(), args_for(run), synthetic("train", 16)).train(resume_from_checkpoint=True)
