@@ -99,7 +99,7 @@ def check_weights_file(path: str | os.PathLike[str], model: nn.Module) -> None:
         raise FileNotFoundError(f"checkpoint {str(path.parent)!r}: no {path.name}")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint file {str(path)!r}: not a readable safetensors file "
                               f"(truncated or corrupt): {exc}") from None

@@ -63,22 +63,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from mmfuse.builder import build_model
     from mmfuse.checkpoint import load_pretrained
     from mmfuse.cli.common import checked_device
     from mmfuse.config import parse_set_overrides
+    from mmfuse.data.images import BadImageError, load_image
     from mmfuse.viz import plot_alignment, text_image_alignment
 
     overrides = parse_set_overrides(args.set)
     if not args.image.is_file():
         raise FileNotFoundError(f"--image: {str(args.image)!r} does not exist")
     try:
-        with Image.open(args.image) as img:
-            image = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"--image: cannot read {str(args.image)!r} as an image: {exc}") from exc
+        image = load_image(args.image)
+    except BadImageError as exc:
+        raise ValueError(f"--image: {exc}") from None
     checked_device(args.device, "viz")
     if args.checkpoint is not None:
         model = load_pretrained(args.checkpoint, map_location=args.device, **overrides)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -74,9 +75,36 @@ class TrainerState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainerState:
+    def from_dict(cls, values: Mapping[str, Any], source: str = "trainer_state.json") -> TrainerState:
+        """Build from a ``trainer_state.json`` mapping, checking every field (a hand-edited or hostile
+        file is refused with a line naming ``source`` and the field, not a later crash)."""
+        from mmfuse.checkpoint import CheckpointError
+
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        state = cls(**{k: v for k, v in values.items() if k in known})
+
+        def bad(field: str, expected: str) -> CheckpointError:
+            return CheckpointError(f"checkpoint file {source!r}: {field}: expected {expected}, "
+                                   f"got {getattr(state, field)!r}")
+
+        for field in ("global_step", "epoch", "batches_in_epoch", "total_steps", "evaluations_without_improvement",
+                      "nonfinite_steps_skipped"):
+            value = getattr(state, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(field, "an int >= 0")
+        if isinstance(state.world_size, bool) or not isinstance(state.world_size, int) or state.world_size < 1:
+            raise bad("world_size", "an int >= 1")
+        if state.best_metric is not None and (isinstance(state.best_metric, bool)
+                                              or not isinstance(state.best_metric, (int, float))):
+            raise bad("best_metric", "a number or null")
+        if state.best_checkpoint is not None and not (isinstance(state.best_checkpoint, str)
+                                                      and re.fullmatch(r"checkpoint-[0-9]+", state.best_checkpoint)):
+            raise bad("best_checkpoint", "a name checkpoint-<step> or null")
+        if not isinstance(state.stopped_early, bool):
+            raise bad("stopped_early", "true or false")
+        if not isinstance(state.args, dict) or not isinstance(state.num_samples, dict):
+            raise bad("args", "an object")
+        return state
 
 
 @dataclasses.dataclass
@@ -388,7 +416,6 @@ class Trainer:
         """Train; ``resume_from_checkpoint``: True (latest in ``output_dir``), a checkpoint or an output_dir."""
         if self.train_dataset is None:
             raise ValueError("train: the Trainer has no train_dataset")
-        args, ctx = self.args, self.ctx
         if len(self.train_dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("train_dataset: is empty")
         resume_path = self._resolve_resume(resume_from_checkpoint)
@@ -416,7 +443,8 @@ class Trainer:
                              num_samples=self._num_samples())
         if resume_path is not None:
             ckpt.check_not_legacy(resume_path)
-            saved = TrainerState.from_dict(ckpt.load_trainer_state(resume_path))
+            saved = TrainerState.from_dict(ckpt.load_trainer_state(resume_path),
+                                           str(resume_path / ckpt.TRAINER_STATE_NAME))
             self._check_resumable(saved, resume_path)
             ckpt.load_training_checkpoint(
                 resume_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ctx=ctx
@@ -701,5 +729,6 @@ class Trainer:
 
         return tqdm(
             total=state.total_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
-            disable=not (self.ctx.is_main and self.args.progress_bar),
+            # None: tqdm shows the bar only on a terminal, so redirected stderr keeps just messages
+            disable=True if not (self.ctx.is_main and self.args.progress_bar) else None,
         )
