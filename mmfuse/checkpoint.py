@@ -37,11 +37,11 @@ def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
         return path
     if (path / RUN_MODEL_DIR / CONFIG_NAME).is_file():
         return path / RUN_MODEL_DIR
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    reason = "the folder does not exist" if not path.exists() else (
+        "expected a model folder written by save_pretrained, or a training run folder")
     raise FileNotFoundError(
-        f"checkpoint {str(path)!r}: no {CONFIG_NAME} in it or in {str(path / RUN_MODEL_DIR)!r} (expected a "
-        f"model folder written by save_pretrained, or a training run folder)"
+        f"checkpoint {str(path)!r}: no {CONFIG_NAME}; neither it nor {str(path / RUN_MODEL_DIR)!r} holds a "
+        f"trained model ({reason})"
     )
 
 

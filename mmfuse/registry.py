@@ -109,11 +109,13 @@ class ComponentInfo:
 
     @property
     def summary(self) -> str:
-        """First line of the factory's docstring (or the preset's ``description``)."""
+        """First line of the factory's docstring (or the preset's ``description``), without RST markup."""
+        from mmfuse.utils.console import plain_text
+
         if isinstance(self.factory, Mapping):
-            return str(self.factory.get("description", ""))
+            return plain_text(str(self.factory.get("description", "")))
         doc = getattr(self.factory, "__doc__", None) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        return plain_text(doc.strip().splitlines()[0]) if doc.strip() else ""
 
 
 class Registry:

@@ -276,17 +276,18 @@ def to_markdown(table: ResultTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_table(table: ResultTable, width: int = 200) -> None:
-    """Print with rich, notes below the table."""
-    from rich.console import Console
+def print_table(table: ResultTable, width: int | None = None) -> None:
+    """Print with rich, notes below the table; as wide as the terminal (``COLUMNS``) unless ``width``."""
     from rich.table import Table
+
+    from mmfuse.utils.console import console as make_console
 
     out = Table(title=table.title)
     for i, column in enumerate(table.columns):
         out.add_column(column, justify="left" if i < 3 else "right")
     for row in table.rows:
         out.add_row(*row)
-    console = Console(width=width)
+    console = make_console(width=width)
     console.print(out)
     for note in table.notes:
         console.print(f"- {note}", highlight=False, markup=False)

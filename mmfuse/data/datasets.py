@@ -8,12 +8,12 @@ This is what ``mmfuse train --dataset NAME --data-dir PATH`` uses.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Callable
 
 from mmfuse.config import ConfigError, call_with_config
+from mmfuse.registry import suggest
 from mmfuse.data.base import ClassificationDataset
 from mmfuse.data.msed import build_msed
 from mmfuse.data.mvsa import build_mvsa_json, build_mvsa_multiple, build_mvsa_single
@@ -92,8 +92,8 @@ def build_dataset(
     """
     builder = DATASETS.get(name)
     if builder is None:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = suggest(str(name), DATASETS)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise ConfigError(f"dataset: unknown data set {name!r}{hint}; known: {', '.join(list_datasets())}")
     dataset = call_with_config(
         builder, options, where=name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir)

@@ -32,7 +32,7 @@ from mmfuse.config import ConfigError
 from mmfuse.portable import portable_config
 from mmfuse.provenance import METADATA_KEY
 from mmfuse.train import checkpointing as ckpt
-from mmfuse.train import run_dir
+from mmfuse.train import console, run_dir
 from mmfuse.train.arguments import SCHEDULE_FIELDS, TrainingArguments
 from mmfuse.train.distributed import (
     DistributedContext,
@@ -270,8 +270,9 @@ class Trainer:
         else:
             evaluator = self.task.build_evaluator(self.label_schema)
         totals = torch.zeros(2, dtype=torch.float64)  # loss · rows, rows with a loss
+        loader = self.evaluation_loader(dataset)
         try:
-            for batch in self.evaluation_loader(dataset):
+            for batch in console.eval_progress(loader, len(loader), self.ctx.is_main and self.args.progress_bar):
                 if batch is None:
                     continue
                 batch = move_to_device(batch, self.ctx.device)
@@ -297,8 +298,9 @@ class Trainer:
         was_training = model.training
         model.eval()
         rows: list[dict[str, Any]] = []
+        loader = self.evaluation_loader(dataset, return_ids=True)
         try:
-            for batch in self.evaluation_loader(dataset, return_ids=True):
+            for batch in console.eval_progress(loader, len(loader), self.ctx.is_main and self.args.progress_bar):
                 if batch is None:
                     continue
                 batch = move_to_device(batch, self.ctx.device)
@@ -485,6 +487,7 @@ class Trainer:
     def _loop(self, wrapped: nn.Module, batches_per_epoch: int) -> None:
         args, state = self.args, self.state
         progress = self._progress_bar(state)
+        loop_start = time.perf_counter()
         window_sums: dict[str, float] = {}
         window_rows, window_start = 0, time.perf_counter()
         try:
@@ -508,6 +511,9 @@ class Trainer:
                         record = self._log_train(window_sums, window_rows, window_start, grad_norm, batches_per_epoch)
                         if record.get("loss") is not None:
                             progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                        if self.ctx.is_main and not args.progress_bar:  # no bar: a line per logging window
+                            console.log_training(state.global_step, state.total_steps, record,
+                                                 time.perf_counter() - loop_start)
                         window_sums, window_rows, window_start = {}, 0, time.perf_counter()
                     self._maybe_evaluate_and_save(epoch_done, last, batches_per_epoch)
                     for callback in self.callbacks:
@@ -643,6 +649,9 @@ class Trainer:
                 if patience is not None and state.evaluations_without_improvement >= patience:
                     state.stopped_early = True
             epoch = round(state.epoch + state.batches_in_epoch / batches_per_epoch, 4)
+            if self.ctx.is_main:
+                console.log_evaluation(state.global_step, state.total_steps, epoch, metrics, self.metric_name,
+                                       state.best_metric)
             self.logger.log("eval", state.global_step, {"epoch": epoch, **metrics,  # type: ignore[union-attr]
                                                          f"best_{self.metric_name}": state.best_metric})
             for callback in self.callbacks:
@@ -707,6 +716,8 @@ class Trainer:
             metrics = self.evaluate(select=True)
             self.logger.log("final", state.global_step, {"checkpoint": state.best_checkpoint if args.load_best_model_at_end  # type: ignore[union-attr]
                                                          else None, **metrics})
+            if ctx.is_main:
+                console.log_final(state.best_checkpoint if args.load_best_model_at_end else None, metrics)
         if "loss" in metrics and not math.isfinite(metrics["loss"]):
             last = state.best_checkpoint if args.load_best_model_at_end else None
             raise NonFiniteLossError(
