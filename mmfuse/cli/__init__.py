@@ -47,7 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     from mmfuse.config import ConfigError
     from mmfuse.registry import RegistryError
-
     from mmfuse.utils.console import set_verbosity, verbosity_from_flags
 
     parser = build_parser()

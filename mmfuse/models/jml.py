@@ -53,8 +53,8 @@ from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
 from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, get_tensor
 from mmfuse.models.jml_encoding import ProjectedEncoders
 from mmfuse.models.jml_relation import JMLRelation
-from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.outputs import AspectPrediction, JointSpanOutput
+from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.protocol import FeatureDims, Features
 from mmfuse.models.radm import BERT_BASE
 
