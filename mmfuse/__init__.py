@@ -40,6 +40,7 @@ from mmfuse.registry import (
     unregister_plugin,
 )
 
+
 def save_pretrained(model: Any, directory: str | os.PathLike[str]) -> Path:
     """Save any model built by :func:`build_model` to ``directory`` (see :mod:`mmfuse.checkpoint`)."""
     from mmfuse.checkpoint import save_pretrained as _save

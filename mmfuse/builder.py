@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.config import CONFIG_SUFFIXES, ConfigError, call_with_config, deep_merge, load_config
-from mmfuse.provenance import COMPONENTS_ATTRIBUTE, METADATA_KEY, collecting, record_component, stamp_component
+from mmfuse.provenance import (
+    COMPONENTS_ATTRIBUTE,
+    METADATA_KEY,
+    collecting,
+    record_component,
+    stamp_component,
+)
 from mmfuse.registry import UnknownComponentError, get_registry
 
 ComponentSpec = str | Mapping[str, Any]

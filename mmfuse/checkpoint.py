@@ -22,7 +22,10 @@ from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 from torch import nn
 
+from mmfuse.utils.console import get_logger
 from mmfuse.utils.io import atomic_write_text, atomic_write_with, json_dumps, read_json_file
+
+logger = get_logger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -66,6 +69,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], config:
     # shared (tied) tensors are handled by safetensors' save_model
     atomic_write_with(out / WEIGHTS_NAME, lambda tmp: st_save_model(model, str(tmp)))
     atomic_write_text(out / CONFIG_NAME, json_dumps(config, indent=2) + "\n")
+    logger.debug("saved %s model to %s", config.get("model"), out)
     return out
 
 
@@ -163,6 +167,7 @@ def load_pretrained(
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {str(directory)!r}: no {WEIGHTS_NAME}")
     check_plugins_available(config.pop(METADATA_KEY, None), f"checkpoint {str(directory)!r}")
+    logger.debug("loading %s model from %s", config.get("model"), directory)
     try:
         with checkpoint_root(directory):
             model = build_model(config, **overrides)

@@ -50,3 +50,21 @@ def test_png_size_is_unchanged_by_colorbars(tmp_path):
                               shared_scale=shared)
         with Image.open(path) as png:
             assert png.size == (80, 80)
+
+
+def test_viz_takes_a_training_run_folder(tmp_path, capsys):
+    import mmfuse
+    from mmfuse.cli import main
+
+    torch.manual_seed(0)
+    model = mmfuse.build_model("radm-tiny", **{"image_encoder.img_size": 32})
+    model.save_pretrained(tmp_path / "run" / "model")  # the layout a training run leaves
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "photo.png")
+    out = tmp_path / "a.png"
+    assert main(["viz", "--checkpoint", str(tmp_path / "run"), "--text", "a red circle", "--image",
+                 str(tmp_path / "photo.png"), "--shared-scale", "--cmap", "magma", "--alpha", "0.5",
+                 "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out and out.is_file()
+    assert main(["viz", "--checkpoint", str(tmp_path / "run"), "--text", "a red circle", "--image",
+                 str(tmp_path / "photo.png"), "--cmap", "jett", "--out", str(tmp_path / "b.png")]) == 2
+    assert "cmap: 'jett' is not a matplotlib colormap" in capsys.readouterr().err

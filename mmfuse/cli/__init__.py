@@ -69,7 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mmfuse.registry import RegistryError
     from mmfuse.train.guards import NonFiniteLossError
-
     from mmfuse.utils.console import set_verbosity, verbosity_from_flags
 
     parser = build_parser()

@@ -13,13 +13,13 @@ import os
 from collections.abc import Callable
 
 from mmfuse.config import ConfigError, call_with_config
-from mmfuse.registry import suggest
 from mmfuse.data.base import ClassificationDataset
 from mmfuse.data.msed import build_msed
 from mmfuse.data.mvsa import build_mvsa_json, build_mvsa_multiple, build_mvsa_single
 from mmfuse.data.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_LABEL_NOISE, DEFAULT_SIZES, SyntheticDataset
 from mmfuse.data.trc import build_trc
 from mmfuse.data.twitter import build_twitter2015, build_twitter2017
+from mmfuse.registry import suggest
 
 DatasetBuilder = Callable[..., ClassificationDataset]
 

@@ -54,8 +54,8 @@ from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
 from mmfuse.models.batch import _INT_DTYPES, BatchError, check_batch_sizes, checking_values, get_tensor
 from mmfuse.models.jml_encoding import ProjectedEncoders
 from mmfuse.models.jml_relation import JMLRelation
-from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.outputs import AspectPrediction, JointSpanOutput
+from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.protocol import FeatureDims, Features
 from mmfuse.models.radm import BERT_BASE
 
@@ -170,17 +170,20 @@ def check_span_batch(batch: Mapping[str, Any], attention_mask: Tensor, n_polarit
 
 
 def _load_relation(checkpoint: str, where: str) -> JMLRelation:
-    from mmfuse.checkpoint import load_config_from, load_pretrained
+    from mmfuse.checkpoint import load_config_from, load_pretrained, resolve_model_dir
+    from mmfuse.provenance import stamp_component
 
     folder = Path(checkpoint).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"{where}: {checkpoint!r} is not a folder (expected one written by save_pretrained "
-                          "for a jml-relation model)")
+                          "for a jml-relation model, or its training run folder)")
+    try:
+        folder = resolve_model_dir(folder)  # a training run folder means its model/
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     model_name = load_config_from(folder).get("model")
     if model_name != "jml-relation":
         raise ConfigError(f"{where}: {checkpoint!r} holds a {model_name!r} model, expected 'jml-relation'")
-    from mmfuse.provenance import stamp_component
-
     relation = load_pretrained(folder, map_location="cpu")
     stamp_component(relation, "relation")  # its config replaces relation_checkpoint when saved
     return relation

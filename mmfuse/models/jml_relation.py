@@ -29,8 +29,8 @@ from mmfuse.fusion.residual_attention import Impl
 from mmfuse.heads.relation import RelationHead, relation_loss, relation_probability
 from mmfuse.models.batch import BatchError, check_batch_sizes, checking_values
 from mmfuse.models.jml_encoding import ProjectedEncoders
-from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.outputs import ClassificationOutput
+from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.protocol import FeatureDims, Features
 
 NAME = "jml-relation"

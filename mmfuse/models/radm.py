@@ -36,8 +36,8 @@ from mmfuse.models.batch import (
     check_pixel_values,
     check_text_inputs,
 )
-from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.outputs import ClassificationOutput
+from mmfuse.models.pretrained import PretrainedMixin
 from mmfuse.models.protocol import FeatureDims, Features
 
 TEXT_ENCODER_ATTRIBUTES = ("out_dim", "max_length", "vocab_size", "tokenizer")
