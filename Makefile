@@ -2,7 +2,8 @@
 #
 #   make demo   create .venv, install mmfuse (builds the C++/CUDA extension), train radm-tiny
 #               on the embedded synthetic data set and print its dev accuracy / F1 next to the
-#               text-only and image-only Bayes ceilings (examples/synthetic_demo.py)
+#               text-only and image-only Bayes ceilings (examples/synthetic_demo.py), then print
+#               the eval / predict commands for the trained run (with .venv's python)
 #   make test   create .venv, install mmfuse with test extras, run the whole test suite
 #
 # Variables: PYTHON (interpreter used to create the venv), VENV (its folder), MAX_JOBS

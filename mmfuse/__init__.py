@@ -41,6 +41,7 @@ from mmfuse.core.registry import (
 )
 from mmfuse.models.builder import build_model, resolve_model_config
 
+
 def save_pretrained(model: Any, directory: str | os.PathLike[str]) -> Path:
     """Save any model built by :func:`build_model` to ``directory`` (see :mod:`mmfuse.models.checkpoint`)."""
     from mmfuse.models.checkpoint import save_pretrained as _save

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -28,3 +29,26 @@ def make_span_batch(tokenizer: Any, tweets: Sequence[tuple[list[str], list[tuple
         generator = torch.Generator().manual_seed(seed)
         batch["pixel_values"] = torch.randn(len(tweets), 3, image_size, image_size, generator=generator)
     return batch
+
+
+def write_twitter_folder(folder: Path, splits: dict[str, Sequence[int]], image_dir: Path | None = None) -> Path:
+    """A TomBERT-format Twitter folder (``train/dev/test.tsv``: one row per aspect, ``$T$`` marking it)
+    holding ``TWEETS[i]`` for the given indices of each split; with ``image_dir``, one small JPEG
+    per tweet (``<image_id>.jpg``, a colour per tweet)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, indices in splits.items():
+        lines = ["index\t#1 Label\t#2 ImageID\t#3 String\t#3 String"]
+        for i in indices:
+            words, aspects = TWEETS[i]
+            image_id = f"{1000 + i}.jpg"
+            for start, end, polarity in aspects:
+                masked = " ".join(words[:start] + ["$T$"] + words[end + 1:])
+                lines.append(f"{len(lines)}\t{polarity}\t{image_id}\t{masked}\t{' '.join(words[start:end + 1])}")
+            if image_dir is not None:
+                image_dir.mkdir(parents=True, exist_ok=True)
+                colour = (40 * i % 256, 255 - 30 * i % 256, 90 + 20 * i % 166)
+                Image.new("RGB", (80, 64), colour).save(image_dir / image_id)
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder

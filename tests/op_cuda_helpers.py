@@ -138,3 +138,77 @@ def check_backward_result(
         assert_close(grad_b, ref_grads["gate_bias"], dtype, "grad_gate_bias")
     else:
         assert grad_w.numel() == 0 and grad_b.numel() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Non-finite values (docs/op.md, "Non-finite values"): shared by the CPU kernel and emulator tests
+
+#: name -> what is planted; see nonfinite_problem
+NONFINITE_CASES = ("nan_q_row", "inf_prev_valid", "nan_k_valid", "masked_garbage", "huge_1e12", "huge_1e18")
+
+
+def nonfinite_problem(case: str, mode: str, dtype: torch.dtype) -> tuple[Problem, Optional[Problem]]:
+    """A problem with non-finite or huge values planted, and (for ``masked_garbage``) the same
+    problem with finite values at the masked keys, whose valid outputs must be identical.
+
+    Batch 0 has a random mask with valid and masked keys, batch 1 every key masked.
+    """
+    if case.startswith("huge"):
+        magnitude = 1e12 if case == "huge_1e12" else 1e18
+        p = make_problem(mode=mode, dtype=dtype, Lq=9, Lk=21, D=8, Dv=8, seed=3)
+        # |s| ~ magnitude: q and k of sqrt(magnitude), and prev of magnitude
+        root = magnitude**0.5
+        p.q, p.k = (p.q.double() * root).to(dtype), (p.k.double() * root).to(dtype)
+        if p.prev is not None:
+            p.prev = (p.prev.double() * magnitude).to(dtype)
+        return p, None
+    p = make_problem(mode=mode, dtype=dtype, Lq=9, Lk=21, D=8, Dv=8, seed=3)
+    mask = p.key_mask
+    valid_j = int(mask[0].nonzero()[0])
+    masked_j = [int(j) for j in (~mask[0]).nonzero().flatten()]
+    assert masked_j, "the seed must give batch 0 masked keys"
+    if case == "nan_q_row":
+        p.q[0, 0, 3, 1] = float("nan")
+    elif case == "inf_prev_valid":
+        p.prev[0, 1, 2, valid_j] = float("inf")
+    elif case == "nan_k_valid":
+        p.k[0, 1, valid_j, 2] = float("nan")
+    elif case == "masked_garbage":
+        clean = make_problem(mode=mode, dtype=dtype, Lq=9, Lk=21, D=8, Dv=8, seed=3)
+        for i, j in enumerate(masked_j):
+            bad = (float("nan"), float("inf"), -float("inf"))[i % 3]
+            p.k[0, :, j, i % 8] = bad
+            p.v[0, :, j, (i + 1) % 8] = bad
+            p.prev[0, :, :, j] = bad
+            p.k[1, :, j % 21, 0] = bad  # batch 1: every key masked
+            p.v[1, :, j % 21, 0] = bad
+            p.prev[1, :, :, j % 21] = bad
+        return p, clean
+    else:
+        raise ValueError(case)
+    return p, None
+
+
+def assert_close_nonfinite(actual: Tensor, expected: Tensor, dtype: torch.dtype, what: str,
+                           tol: Optional[float] = None) -> None:
+    """Same NaN and ±inf positions, and the finite values within the dtype's tolerance."""
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    nan_a, nan_e = actual.isnan(), expected.isnan()
+    assert torch.equal(nan_a, nan_e), f"{what}: NaN at {nan_a.sum()} positions, the reference at {nan_e.sum()}"
+    inf_a, inf_e = actual.isinf(), expected.isinf()
+    assert torch.equal(inf_a, inf_e) and torch.equal(actual[inf_a], expected[inf_e]), f"{what}: inf positions differ"
+    finite = torch.isfinite(expected)
+    if finite.any():
+        err = rel_err(actual[finite], expected[finite])
+        limit = REL_TOL.get(dtype, 1e-12) if tol is None else tol
+        assert err <= limit, f"{what}: relative error {err:.3g} > {limit:.3g} ({dtype})"
+
+
+def check_valid_outputs_equal(out: Tensor, scores: Tensor, clean_out: Tensor, clean_scores: Tensor,
+                              key_mask: Tensor) -> None:
+    """Values at masked keys must not change ``out`` or ``scores`` at valid keys (bitwise)."""
+    assert torch.isfinite(out).all(), "out: non-finite values from masked keys"
+    assert torch.equal(out, clean_out), "out: changed by values at masked keys"
+    valid = key_mask[:, None, None, :].expand_as(scores)
+    assert torch.equal(scores[valid], clean_scores[valid]), "scores: changed at valid keys by values at masked keys"

@@ -14,13 +14,23 @@ import torch
 from conftest import REPO_ROOT
 
 from mmfuse.bench import report
-from mmfuse.bench.attn import AttnShape, floor_bytes, peak_bandwidth_for, peak_extra_bytes
+from mmfuse.bench.attn import (
+    AttnShape,
+    Peaks,
+    floor_bytes,
+    matmul_flops,
+    peak_bandwidth_for,
+    peak_compute_for,
+    peak_extra_bytes,
+    roofline,
+)
 from mmfuse.cli import main
 from mmfuse.cli.bench_cmd import BENCHMARKS, load_benchmark
 from mmfuse.ops import fused_kernel_available
 
 PASS_FIELDS = {"median_ms", "q25_ms", "q75_ms", "iqr_ms", "min_ms", "peak_mem_mib", "floor_bytes", "gb_per_s",
-               "pct_of_floor", "speedup_vs_eager", "speedup_vs_compile"}
+               "pct_of_floor", "speedup_vs_eager", "speedup_vs_compile", "flops", "binding_floor",
+               "binding_floor_ms", "pct_of_binding_floor"}
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +48,15 @@ def tiny_run(tmp_path_factory):
 def test_attn_bench_cli_writes_complete_json(tiny_run):
     code, argv, payload, _ = tiny_run
     assert code == 0
-    assert payload["benchmark"] == "attn" and payload["schema_version"] == 1
+    assert payload["benchmark"] == "attn" and payload["schema_version"] == 2
     assert payload["command"].startswith("mmfuse bench attn --device cpu")
     env = payload["environment"]
     assert env["device"] == "cpu" and env["device_name"].startswith("CPU")
     assert env["torch"] == torch.__version__ and env["threads"] == torch.get_num_threads()
     assert env["git_commit"] is None or len(env["git_commit"]) == 40
     assert env["peak_bandwidth_gbs"] is None and "profiler" in env["memory_kind"]
+    peaks = env["roofline_peaks"]
+    assert peaks["bandwidth_gbs"] > 0 and peaks["fp32_tflops"] > 0 and "measured" in peaks["compute_source"]
     assert payload["config"]["shapes"] == ["2x2x8x12x4x3"] and payload["config"]["backward"] is True
 
     rows = {(r["mode"], r["impl"]): r for r in payload["results"]}
@@ -69,6 +81,10 @@ def test_attn_bench_cli_writes_complete_json(tiny_run):
             assert t["iqr_ms"] == pytest.approx(t["q75_ms"] - t["q25_ms"])
             assert t["pct_of_floor"] is None
             assert t["gb_per_s"] == pytest.approx(t["floor_bytes"] / (t["median_ms"] / 1e3) / 1e9)
+            # CPU roofline: measured copy bandwidth and GEMM rate; % of the binding floor
+            assert t["binding_floor"] in ("bandwidth", "cuda-core")
+            assert t["pct_of_binding_floor"] == pytest.approx(100 * t["binding_floor_ms"] / t["median_ms"])
+            assert r["roofline"][name]["bytes"] == t["floor_bytes"]
         speedup = r["forward"]["speedup_vs_eager"]
         if impl == "eager":
             assert speedup is None
@@ -103,6 +119,26 @@ def test_floor_bytes_matches_the_contract_example():
     assert both - fwd == 7 * 32 * 12 * 256 * 64 * 2 + 3 * 32 * 12 * 256 * 256 * 2 + 32 * 256
 
 
+def test_roofline_of_the_contract_example_on_h100():
+    """bf16 32x12x256x64 gated forward: 6.4 GFLOP of matrix products, ~151 MB; on an H100 the
+    bandwidth floor (45 us) binds over tensor cores (6.5 us) but not over FP32 CUDA cores (>96 us)."""
+    shape = AttnShape.parse("32x12x256x64")
+    assert matmul_flops(shape, backward=False) == 2 * 2 * 32 * 12 * 256 * 256 * 64
+    assert matmul_flops(shape, backward=True) == 3 * matmul_flops(shape, backward=False)
+    tc, tf32, fp32, label = peak_compute_for("NVIDIA H100 80GB HBM3")
+    assert (tc, fp32, label) == (989.0, 67.0, "H100 SXM")
+    peaks = Peaks(3350.0, "table", tc, tf32, fp32, "table")
+    roof = roofline(shape, "gated", "fused", torch.bfloat16, False, False, peaks, "cuda")
+    assert roof["bandwidth_floor_ms"] == pytest.approx(0.0451, rel=0.01)
+    assert roof["tensor_core_floor_ms"] < 0.01 < 0.096 < roof["cuda_core_floor_ms"]
+    assert roof["binding_floor"] == "bandwidth" and roof["binding_floor_ms"] == roof["bandwidth_floor_ms"]
+    # float32 without TF32: CUDA cores only, and they bind
+    roof32 = roofline(shape, "gated", "fused", torch.float32, False, False, peaks, "cuda")
+    assert roof32["tensor_core_floor_ms"] is None and roof32["binding_floor"] == "cuda-core"
+    assert peak_compute_for("NVIDIA H200")[3] == "H200" and peak_compute_for("NVIDIA A100-SXM4-80GB")[0] == 312.0
+    assert peak_compute_for("Some Future GPU") is None
+
+
 @pytest.mark.parametrize(("text", "dims", "canonical"), [
     ("8x8x128x64", (8, 8, 128, 128, 64, 64), "8x8x128x64"),
     ("2X4x16x32x8", (2, 4, 16, 32, 8, 8), "2x4x16x32x8"),
@@ -127,6 +163,7 @@ def test_shape_parse_rejects(text):
     (["--impls", "flash"], "--impls: expected a comma-separated subset of fused,eager,compile,sdpa"),
     (["--repeats", "0"], "--repeats: expected a positive int"),
     (["--peak-bandwidth", "-5"], "--peak-bandwidth: expected a positive number"),
+    (["--peak-tensor-tflops", "0"], "--peak-tensor-tflops: expected a positive number of TFLOP/s"),
     (["--device", "tpu"], "--device: expected cpu, cuda, cuda:N or auto"),
 ])
 def test_bad_options_exit_2_naming_the_option(argv, message, capsys):

@@ -1,19 +1,30 @@
-"""benchmarks/jml_twitter2015.py end to end on a few real Twitter-2015 tweets with a tiny local BERT:
-it trains, selects the decoding on dev from its grid and writes a complete results JSON."""
+"""benchmarks/jml_twitter2015.py: a thin driver over ``mmfuse train`` / ``mmfuse eval`` that runs a
+run config for several seeds and writes per-seed and mean ± std results (a tiny model, a few tweets)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
+import statistics
 
 import pytest
-import torch
-from radm_support import TINY_BERT, no_network, one_thread  # noqa: F401 (fixtures)
+from jml_support import write_twitter_folder
+from radm_support import one_thread  # noqa: F401 (fixture)
 
-import mmfuse
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-pytestmark = [pytest.mark.data, pytest.mark.usefixtures("one_thread", "no_network")]
+RUN_FILE = """\
+model: jml-tiny-text
+dataset: {name: twitter2015}
+task: jmasa
+training:
+  batch_size: 3
+  learning_rate: 3.0e-3
+  param_groups: [{match: "encoders.text_encoder.*", learning_rate: 1.0e-3}]
+  torch_threads: 1
+  tensorboard: false
+  num_epochs: 2
+"""
 
 
 @pytest.fixture
@@ -24,45 +35,43 @@ def bench(repo_root):
     return module
 
 
-@pytest.fixture
-def tiny_bert_dir(tmp_path):
-    torch.manual_seed(0)
-    encoder = mmfuse.build_component("encoder", {"name": "hf-text", "config": TINY_BERT, "max_length": 32})
-    folder = tmp_path / "tiny-bert"
-    encoder.model.save_pretrained(folder)
-    encoder.tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_benchmark_runs_and_reports_the_dev_selected_decoding(bench, tiny_bert_dir, shared_data, tmp_path):
+def test_driver_runs_each_seed_through_the_cli_and_summarises(bench, tmp_path):
+    data = write_twitter_folder(tmp_path / "twitter", {"train": range(6), "dev": [0, 2, 4], "test": [1, 3, 5]})
+    config = tmp_path / "tiny.yaml"
+    config.write_text(RUN_FILE, encoding="utf-8")
     out = tmp_path / "result.json"
-    result = bench.main(["--model-dir", str(tiny_bert_dir), "--data-dir", str(shared_data / "twitter2015"),
-                         "--limit", "12", "--epochs", "2", "--max-length", "32", "--threads", "1",
-                         "--length-penalties", "0,1", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result, default=str))
-    assert [h["epoch"] for h in result["history"]] == [1, 2]
-    assert result["sizes"]["dev"]["tweets"] == 12 and result["sizes"]["test"]["tweets"] == 12
-    selected = result["selected"]
-    assert selected["epoch"] in (1, 2) and selected["length_penalty"] in (0.0, 1.0)
-    assert selected["threshold"] is None or selected["threshold"] in bench.THRESHOLDS
-    best_dev = max(h["dev"]["joint_f1"] for h in result["history"])
-    assert result["dev"]["joint_f1"] == best_dev  # the reported dev score is the selected epoch's
+    argv = ["--config", str(config), "--data-dir", str(data), "--seeds", "3", "4", "--runs-dir", str(tmp_path / "runs"),
+            "--out", str(out)]
+    result = bench.main(argv)
+    assert json.loads(out.read_text()) == result
+    assert result["seeds"] == [3, 4] and [r["seed"] for r in result["runs"]] == [3, 4]
+    assert result["command"].startswith("python benchmarks/jml_twitter2015.py --config")
+    assert {"git_commit", "machine", "run_config"} <= set(result) and result["run_config"] == RUN_FILE
+    for run in result["runs"]:
+        folder = tmp_path / "runs" / f"seed-{run['seed']}"
+        assert (folder / "run.yaml").is_file()
+        saved = json.loads((folder / "model" / "config.json").read_text())
+        assert run["selected"]["decode_threshold"] == saved["decode_threshold"]
+        assert run["selected"]["decode_length_penalty"] == saved["decode_length_penalty"]
+        final = [json.loads(line) for line in (folder / "logs" / "train.jsonl").read_text().splitlines()
+                 if '"final"' in line][-1]
+        assert run["dev"]["joint_f1"] == round(100 * final["joint_f1"], 2)  # eval on dev = the trainer's choice
+        assert run["test"]["n_gold"] == 5 and run["dev"]["n_gold"] == 7
     for split in ("dev", "test"):
-        metrics = result[split]
-        assert metrics["n_gold"] == result["sizes"][split]["aspects"]
-        assert all(0.0 <= metrics[k] <= 100.0 for k in ("joint_f1", "mate_f1", "masc_acc"))
-        assert metrics["joint_f1"] <= metrics["mate_f1"]  # a joint hit is a span hit
+        values = [r[split]["joint_f1"] for r in result["runs"]]
+        assert result["summary"][split]["joint_f1"] == {"mean": round(statistics.fmean(values), 2),
+                                                        "std": round(statistics.stdev(values), 2)}
+
+    # --reuse reads finished seeds instead of training again
+    again = bench.main([*argv, "--reuse"])
+    assert again["summary"] == result["summary"] and all(r["train_and_eval_seconds"] is None for r in again["runs"])
 
 
-def test_decoding_grid_picks_the_best_setting(bench):
-    gold = [[(0, 0, 1)], [(2, 3, 0)]]
-    predictions = {(-math.inf, 0.0): [[(0, 0, 1)], []], (1.0, 1.0): [[(0, 0, 1)], [(2, 3, 0)]]}
-    setting, metrics = bench.best_decoding(gold, predictions)
-    assert setting == (1.0, 1.0) and metrics["joint_f1"] == 1.0
-
-
-def test_bad_penalty_list_is_refused(bench, capsys):
+def test_bad_arguments_are_refused(bench, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--model-dir", "x", "--length-penalties", "0,-1"])
+        bench.main(["--config", str(tmp_path / "missing.yaml")])
     assert exit_info.value.code == 2
-    assert "--length-penalties" in capsys.readouterr().err
+    assert "--config" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--data-dir", str(tmp_path), "--seeds", "1", "1"])
+    assert "--seeds: repeated seeds" in capsys.readouterr().err

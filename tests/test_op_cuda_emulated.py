@@ -7,6 +7,10 @@ selectable thread order. That checks the indexing, tiling, barriers, on-chip and
 paths and the backward math of the CUDA code on machines without a GPU; what it cannot check
 (real concurrency, speed, the device compiler) is left to tests/test_op_cuda.py on a GPU.
 
+float16 / bfloat16 run the tensor-core kernels (csrc/cuda/gra_tc_kernels.cuh): the emulator
+models the warp-collective nvcuda::wmma operations with its own (deliberately scrambled)
+fragment-element mapping, so the kernels are checked not to depend on one.
+
 The module is compiled on first use (~45 s on 2 cores) into build/cuda_emulation/ and reused
 while its sources are unchanged.
 """
@@ -19,7 +23,16 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT
-from op_cuda_helpers import assert_close, check_backward_result, make_problem, reference
+from op_cuda_helpers import (
+    NONFINITE_CASES,
+    assert_close,
+    assert_close_nonfinite,
+    check_backward_result,
+    check_valid_outputs_equal,
+    make_problem,
+    nonfinite_problem,
+    reference,
+)
 
 from mmfuse.ops.validation import check_gra_inputs
 
@@ -214,3 +227,97 @@ def test_zero_keys_and_zero_queries(emu):
     assert out.shape == (2, 2, 0, 24) and scores.shape == (2, 2, 0, 5)
     grads = run_backward(emu, p, scores)
     assert grads[1].abs().max() == 0 and grads[4].shape == (2,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor-core kernels (float16 / bfloat16)
+
+TC_DTYPES = [torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(Lq=37, Lk=70, D=20, Dv=24),  # two row blocks, two key tiles, D and Dv not multiples of 16
+        dict(Lq=16, Lk=64, D=16, Dv=16, B=1, H=1),  # exact tiles
+        dict(Lq=33, Lk=129, D=72, Dv=40, B=1),  # three key tiles, partial everything
+        dict(Lq=3, Lk=5, D=7, Dv=3),  # smaller than one fragment
+    ],
+    ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()),
+)
+@pytest.mark.parametrize("dtype", TC_DTYPES, ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_tensor_core_path_matches_reference(emu, mode, dtype, shape):
+    """Forward and backward of the wmma kernels against float64, with a mask whose batch 1 has
+    every key masked (zero output, finite gradients)."""
+    p = make_problem(mode=mode, dtype=dtype, **shape)
+    out, _, grads = check_against_reference(emu, p, dtype)
+    assert emu.last_tensor_cores()
+    if p.q.shape[0] > 1:
+        assert out[1].abs().max() == 0
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tensor_core_path_without_prev_or_mask(emu, mode):
+    p = make_problem(mode=mode, dtype=torch.bfloat16, with_prev=False, with_mask=False, Lq=5, Lk=9, D=8, Dv=3)
+    check_against_reference(emu, p, torch.bfloat16)
+    assert emu.last_tensor_cores()
+
+
+def test_float32_stays_on_cuda_cores_and_float16_keeps_that_path(emu):
+    p = make_problem(mode="gated", dtype=torch.float32, Lq=9, Lk=12)
+    run_forward(emu, p)
+    assert not emu.last_tensor_cores()
+    p16 = make_problem(mode="gated", dtype=torch.float16, Lq=9, Lk=12)
+    try:
+        emu.configure(H100_SMEM, SHUFFLED, 0, False)  # the CUDA-core kernels for 16-bit inputs
+        check_against_reference(emu, p16, torch.float16)
+        assert not emu.last_tensor_cores()
+    finally:
+        emu.configure(*DEFAULT_CONFIG)
+
+
+@pytest.mark.parametrize("schedule", [ASCENDING, DESCENDING], ids=["ascending", "descending"])
+def test_tensor_core_thread_order_does_not_change_results(emu, schedule):
+    p = make_problem(mode="gated", dtype=torch.bfloat16, Lq=20, Lk=70)
+    expected = run_forward(emu, p)
+    expected_grads = run_backward(emu, p, expected[1])
+    try:
+        emu.configure(H100_SMEM, schedule, 7)
+        got = run_forward(emu, p)
+        got_grads = run_backward(emu, p, got[1])
+    finally:
+        emu.configure(*DEFAULT_CONFIG)
+    for a, b in zip(expected + expected_grads, got + got_grads):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite values (docs/op.md): the same rule as the reference and the CPU kernel
+
+
+def run_both(emu):
+    def run(p):
+        out, scores = run_forward(emu, p)
+        return out, scores, run_backward(emu, p, scores)
+
+    return run
+
+
+@pytest.mark.parametrize("case", NONFINITE_CASES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_nonfinite_values(emu, case, mode, dtype):
+    p, clean = nonfinite_problem(case, mode, dtype)
+    run = run_both(emu)
+    out, scores, grads = run(p)
+    ref_out, ref_scores, ref_grads = reference(p)
+    assert_close_nonfinite(out, ref_out, dtype, "out")
+    assert_close_nonfinite(scores, ref_scores, dtype, "scores")
+    for name, g in zip(("q", "k", "v", "prev", "gate_weight", "gate_bias"), grads):
+        if ref_grads[name] is not None:
+            assert_close_nonfinite(g, ref_grads[name], dtype, f"grad_{name}")
+    if clean is not None:
+        clean_out, clean_scores, _ = run(clean)
+        check_valid_outputs_equal(out, scores, clean_out, clean_scores, p.key_mask)

@@ -40,7 +40,7 @@ def test_two_process_gloo_training(tmp_path):
     first, last = train_records[0]["loss"], min(r["loss"] for r in train_records[-3:])
     assert last < first, [r["loss"] for r in train_records]
     checkpoint = tmp_path / "checkpoints" / "checkpoint-0000012"
-    assert (checkpoint / "rng_state_0.pt").is_file() and (checkpoint / "rng_state_1.pt").is_file()
+    assert (checkpoint / "rng_state_0.safetensors").is_file() and (checkpoint / "rng_state_1.safetensors").is_file()
 
     # the DDP metrics equal a single-process evaluation of the exported model on the same dev set
     torch.set_num_threads(1)

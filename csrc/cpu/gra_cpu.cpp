@@ -134,17 +134,20 @@ void run_gemm(const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
   gemm(GemmArgs<T>{a, a_row, a_col, b, ldb, c, ldc, R, K, N});
 }
 
-// Per-row quantities of the cosine gate (gated mode only).
+// Per-row quantities of the cosine gate (gated mode only). The norms stay apart (never their
+// product of squares), so that the backward terms below stay in range for |s|, |p| ~ 1e18.
 template <typename acc_t>
 struct GateRow {
   acc_t c = 0, g = 1;
-  acc_t ss = 0, pp = 0, inv_norm = 0;
+  acc_t inv_ns = 0, inv_np = 0;  // 1 / |s_V|, 1 / |p_V| (0 when clamped)
   bool clamped = true;
 };
 
 // The row pass shared by forward and backward: from the raw scores s (scaled), prev p and the
 // 0/1 key weights `valid`, computes the gate and writes the combined scores n. `p_acc` is scratch
-// of Lk elements for p in the accumulation type (used when p has another type).
+// of Lk elements for p in the accumulation type (used when p has another type). The cosine sums
+// are taken in double over the valid keys only (selected, not multiplied by the mask); the clamp
+// compares the true norm product with 1e-8. NaN / inf at a valid key make c, g and the row NaN.
 template <typename acc_t, typename scalar_t>
 GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w, acc_t b, const acc_t* valid,
                            int64_t Lk, acc_t* n, std::vector<acc_t>& p_acc) {
@@ -158,14 +161,14 @@ GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w,
     return st;
   }
   const acc_t* pa = as_acc(p, int64_t(1), Lk, p_acc);
-  const CosineSums<acc_t> sums = cosine_sums(s, pa, valid, Lk);  // as the reference: s * valid, p * valid
-  const acc_t norm_sq = sums.ss * sums.pp;
-  st.ss = sums.ss;
-  st.pp = sums.pp;
-  // clamped also covers a row without valid keys (dot = 0 -> c = 0)
-  st.clamped = norm_sq < static_cast<acc_t>(kCosineEps * kCosineEps);
-  st.inv_norm = st.clamped ? acc_t(0) : acc_t(1) / std::sqrt(norm_sq);
-  st.c = st.clamped ? sums.sp / static_cast<acc_t>(kCosineEps) : sums.sp * st.inv_norm;
+  const CosineSums<double> sums = cosine_sums(s, pa, valid, Lk);
+  const double ns = std::sqrt(sums.ss), np = std::sqrt(sums.pp), norm = ns * np;
+  // clamped also covers a row without valid keys (dot = 0 -> c = 0); NaN compares false
+  st.clamped = norm < kCosineEps;
+  const double c = st.clamped ? sums.sp / kCosineEps : sums.sp / ns / np;
+  st.c = static_cast<acc_t>(c);
+  st.inv_ns = st.clamped ? acc_t(0) : static_cast<acc_t>(1.0 / ns);
+  st.inv_np = st.clamped ? acc_t(0) : static_cast<acc_t>(1.0 / np);
   st.g = acc_t(1) / (acc_t(1) + std::exp(-(w * st.c + b)));
   for (int64_t j = 0; j < Lk; ++j) n[j] = (st.g * s[j] + pa[j]) / acc_t(2);
   return st;
@@ -181,12 +184,38 @@ struct HeadCache {
   const acc_t* k_rows = nullptr;
   const acc_t* v_rows = nullptr;
 
+  bool any_valid = true;            // at least one valid key
+
   void load_valid(const bool* mask, int64_t Lk) {  // mask: [Lk] of the batch or nullptr
     valid.assign(Lk, acc_t(1));
-    if (mask != nullptr)
-      for (int64_t j = 0; j < Lk; ++j) valid[j] = mask[j] ? acc_t(1) : acc_t(0);
+    any_valid = Lk > 0;
+    if (mask != nullptr) {
+      any_valid = false;
+      for (int64_t j = 0; j < Lk; ++j) {
+        valid[j] = mask[j] ? acc_t(1) : acc_t(0);
+        any_valid = any_valid || mask[j];
+      }
+    }
   }
 };
+
+// V [Lk, Dv] of one head in the accumulation type with the rows of masked keys set to 0 (selected,
+// so that an inf or NaN in a masked key's value cannot reach out = a . V or dA = dOut . V^T);
+// the input itself when it needs neither conversion nor masking.
+template <typename acc_t, typename scalar_t>
+const acc_t* masked_values(const scalar_t* v, int64_t Lk, int64_t Dv, const bool* mask, std::vector<acc_t>& buf) {
+  if (mask == nullptr) return as_acc(v, Lk, Dv, buf);
+  buf.resize(static_cast<size_t>(Lk * Dv));
+  for (int64_t j = 0; j < Lk; ++j) {
+    acc_t* dst = buf.data() + j * Dv;
+    if (mask[j]) {
+      for (int64_t c = 0; c < Dv; ++c) dst[c] = static_cast<acc_t>(v[j * Dv + c]);
+    } else {
+      std::fill(dst, dst + Dv, acc_t(0));
+    }
+  }
+  return buf.data();
+}
 
 template <typename scalar_t>
 void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out, scalar_t* scores) {
@@ -205,7 +234,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
         hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
         hc.kt.resize(D * Lk);
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
-        hc.v_rows = as_acc(in.v + bh * Lk * Dv, Lk, Dv, hc.v);
+        hc.v_rows = masked_values(in.v + bh * Lk * Dv, Lk, Dv, in.mask ? in.mask + b * Lk : nullptr, hc.v);
       }
       load_block(in.q + (bh * Lq + i0) * D, rn, D, qb.data(), false);
       run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);
@@ -218,7 +247,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
                     p_acc);
         scalar_t* sc = scores + row * Lk;
         for (int64_t j = 0; j < Lk; ++j) sc[j] = static_cast<scalar_t>(n[j]);
-        masked_softmax(n.data(), hc.valid.data(), Lk, sr);  // the row now holds the weights a
+        masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, sr);  // the row now holds the weights a
       }
       run_gemm(s.data(), Lk, 1, hc.v_rows, Dv, o.data(), Dv, rn, Lk, Dv);
       scalar_t* dst = out + (bh * Lq + i0) * Dv;
@@ -258,7 +287,8 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
         hc.kt.resize(D * Lk);
         hc.vt.resize(Dv * Lk);
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
-        load_block(in.v + bh * Lk * Dv, Lk, Dv, hc.vt.data(), true);
+        load_block(masked_values(in.v + bh * Lk * Dv, Lk, Dv, in.mask ? in.mask + b * Lk : nullptr, hc.v), Lk, Dv,
+                   hc.vt.data(), true);
         hc.k_rows = as_acc(in.k + bh * Lk * D, Lk, D, hc.k);
       }
       const int64_t row0 = bh * Lq + i0;
@@ -279,12 +309,15 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
         if (recompute_n) {
           for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
           st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data(), p_acc);
-          masked_softmax(n.data(), hc.valid.data(), Lk, a);
+          masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, a);
         } else {
-          masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, a);
+          masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, hc.any_valid, a);
         }
         const acc_t rowdot = dot(a, dn, Lk);
-        for (int64_t j = 0; j < Lk; ++j) dn[j] = a[j] * (dn[j] - rowdot) + static_cast<acc_t>(gs[j]);
+        // dN = A (dA - rowsum(dA A)) + dScores; the softmax term selected away at masked keys (in a
+        // NaN row, 0 * NaN would otherwise reach them)
+        for (int64_t j = 0; j < Lk; ++j)
+          dn[j] = (hc.valid[j] != acc_t(0) ? a[j] * (dn[j] - rowdot) : acc_t(0)) + static_cast<acc_t>(gs[j]);
 
         scalar_t* dp = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
         if (pr.mode == kGated) {
@@ -293,16 +326,18 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
           gate_ws[2 * row] = dz * st.c;
           gate_ws[2 * row + 1] = dz;
           const acc_t dc = dz * w;
-          // dc/ds_j = p_j / N - c s_j / |s|^2 ; dc/dp_j = s_j / N - c p_j / |p|^2 (valid keys, unclamped)
-          const acc_t alpha = st.clamped ? acc_t(0) : dc * st.inv_norm;
-          const acc_t beta_s = st.clamped ? acc_t(0) : dc * st.c / st.ss;
-          const acc_t beta_p = st.clamped ? acc_t(0) : dc * st.c / st.pp;
+          // dc/ds_j = (p_j/|p| - c s_j/|s|) / |s| ; dc/dp_j = (s_j/|s| - c p_j/|p|) / |p| (valid keys,
+          // unclamped), with the unit vectors formed first so that nothing overflows
+          const acc_t ks = dc * st.inv_ns, kp = dc * st.inv_np;
           const acc_t half_g = st.g / acc_t(2);
           for (int64_t j = 0; j < Lk; ++j) {
             const acc_t pj = static_cast<acc_t>(p[j]), sj = sr[j];
             acc_t dsj = half_g * dn[j], dpj = dn[j] / acc_t(2);
-            dsj += hc.valid[j] * (alpha * pj - beta_s * sj);
-            dpj += hc.valid[j] * (alpha * sj - beta_p * pj);
+            if (!st.clamped && hc.valid[j] != acc_t(0)) {  // selected: masked keys may hold inf / NaN
+              const acc_t us = sj * st.inv_ns, up = pj * st.inv_np;
+              dsj += ks * (up - st.c * us);
+              dpj += kp * (us - st.c * up);
+            }
             ds[j] = in.scale * dsj;
             dp[j] = static_cast<scalar_t>(dpj);
           }

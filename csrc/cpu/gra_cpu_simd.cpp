@@ -1,10 +1,17 @@
 // The vectorised building blocks of the CPU kernels (see gra_cpu_simd.h), compiled per ISA.
 #include "gra_cpu_simd.h"
 
+#include <ATen/Parallel.h>
+
+#include <dlfcn.h>
+
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string_view>
 #include <type_traits>
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -21,7 +28,9 @@ namespace mmfuse {
 namespace gra_cpu {
 namespace {
 
-constexpr int kTileRows = 6;  // 6 x 2 vector accumulators: 12 of the 16 AVX registers
+constexpr int kTileRows = 6;
+typedef double double_vec __attribute__((vector_size(32)));  // 4 doubles
+typedef long long long_vec __attribute__((vector_size(32)));  // lane masks of double_vec  // 6 x 2 vector accumulators: 12 of the 16 AVX registers
 
 // C tile [RT, NV * lanes] = A[RT, K] . B[K, NV * lanes] with compile-time sizes: the RT x NV
 // accumulators are 256-bit GCC vectors held in registers (two 128-bit halves on the baseline
@@ -153,22 +162,27 @@ MMFUSE_ALWAYS_INLINE T dot_impl(const T* x, const T* y, int64_t len) {
   return lane_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
 }
 
-// Adds the cosine terms of s[j : j + count], p[j : j + count] (count <= lanes) to sp, ss, pp.
-template <typename V, typename T>
-MMFUSE_ALWAYS_INLINE void cosine_step(const T* s, const T* p, const T* valid, int64_t j, int64_t count, V& sp, V& ss,
-                                      V& pp) {
-  const V v = load_partial<V>(valid + j, count);
-  const V sv = load_partial<V>(s + j, count) * v, pv = load_partial<V>(p + j, count) * v;
-  sp += sv * pv;
-  ss += sv * sv;
-  pp += pv * pv;
+// Adds the cosine terms of s[j : j + count], p[j : j + count] (count <= 4) to sp, ss, pp in
+// double: 4 lanes of T widened to 4 doubles; masked lanes (and the zero padding) selected to 0.
+template <typename T>
+MMFUSE_ALWAYS_INLINE void cosine_step(const T* s, const T* p, const T* valid, int64_t j, int64_t count,
+                                      double_vec& sp, double_vec& ss, double_vec& pp) {
+  typedef T vec4_t __attribute__((vector_size(4 * sizeof(T))));
+  const vec4_t v = load_partial<vec4_t>(valid + j, count);
+  const double_vec sv = __builtin_convertvector(load_partial<vec4_t>(s + j, count), double_vec);
+  const double_vec pv = __builtin_convertvector(load_partial<vec4_t>(p + j, count), double_vec);
+  const auto keep = __builtin_convertvector(v != vec4_t{}, long_vec);
+  const double_vec zero{};
+  const double_vec sk = keep ? sv : zero, pk = keep ? pv : zero;
+  sp += sk * pk;
+  ss += sk * sk;
+  pp += pk * pk;
 }
 
 template <typename T>
-MMFUSE_ALWAYS_INLINE CosineSums<T> cosine_sums_impl(const T* s, const T* p, const T* valid, int64_t len) {
-  typedef T vec_t __attribute__((vector_size(32)));
-  constexpr int64_t lanes = 32 / sizeof(T);
-  vec_t sp[2] = {}, ss[2] = {}, pp[2] = {};
+MMFUSE_ALWAYS_INLINE CosineSums<double> cosine_sums_impl(const T* s, const T* p, const T* valid, int64_t len) {
+  constexpr int64_t lanes = 4;
+  double_vec sp[2] = {}, ss[2] = {}, pp[2] = {};
   int64_t j = 0;
   for (; j + 2 * lanes <= len; j += 2 * lanes) {
     cosine_step(s, p, valid, j, lanes, sp[0], ss[0], pp[0]);
@@ -197,39 +211,29 @@ MMFUSE_ALWAYS_INLINE T masked_max(const T* n, const T* valid, int64_t len) {
 }
 
 template <typename T>
-MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_t len, T* a) {
-  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  const T mx = masked_max(n, valid, len);
-  if (mx == kNegInf) {  // no valid key: all-zero weights
+MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_t len, bool any_valid, T* a) {
+  if (!any_valid) {  // no valid key: all-zero weights
     std::fill(a, a + len, T(0));
     return;
   }
+  // the max over valid keys; -inf when all of them are -inf (then exp(-inf - -inf) = NaN below,
+  // as IEEE softmax gives). NaN at a valid key is skipped here but reaches the sum below.
+  const T mx = masked_max(n, valid, len);
   T sum = 0;
   int64_t j = 0;
   if constexpr (std::is_same_v<T, float>) {
     typedef float vf __attribute__((vector_size(32)));
     constexpr int64_t lanes = 8;
     vf vsum{};
-    for (; j + lanes <= len; j += lanes) {
-      vf x, v;
-      std::memcpy(&x, n + j, sizeof(vf));
-      std::memcpy(&v, valid + j, sizeof(vf));
+    for (; j < len; j += lanes) {  // the tail through the same vector code (zero-padded, masked)
+      const int64_t count = std::min(lanes, len - j);
+      vf x = load_partial<vf>(n + j, count);
+      const vf v = load_partial<vf>(valid + j, count);
       x = x - mx;
-      x = x > vf{} ? vf{} : x;  // masked keys may exceed the max: keep exp finite, then zero it
-      const vf e = exp_nonpositive(x) * v;
-      std::memcpy(a + j, &e, sizeof(vf));
+      x = x > vf{} ? vf{} : x;  // masked keys may exceed the max: keep exp finite, then select 0
+      const vf e = v != vf{} ? exp_nonpositive(x) : vf{};
+      std::memcpy(a + j, &e, sizeof(float) * static_cast<size_t>(count));
       vsum += e;
-    }
-    if (j < len) {  // the tail through the same vector code (zero-padded, masked)
-      vf x{}, v{};
-      std::memcpy(&x, n + j, sizeof(float) * (len - j));
-      std::memcpy(&v, valid + j, sizeof(float) * (len - j));
-      x = x - mx;
-      x = x > vf{} ? vf{} : x;
-      const vf e = exp_nonpositive(x) * v;
-      std::memcpy(a + j, &e, sizeof(float) * (len - j));
-      vsum += e;
-      j = len;
     }
     for (int i = 0; i < lanes; ++i) sum += vsum[i];
   } else {
@@ -239,7 +243,7 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
     }
   }
   const T inv = T(1) / sum;
-  for (j = 0; j < len; ++j) a[j] *= inv;
+  for (j = 0; j < len; ++j) a[j] = valid[j] != T(0) ? a[j] * inv : T(0);  // 0 at masked keys even if sum is NaN
 }
 
 #ifdef MMFUSE_X86_DISPATCH
@@ -247,15 +251,16 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
 __attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<float>& g) { gemm_impl(g); }
 __attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<double>& g) { gemm_impl(g); }
 template <typename T>
-__attribute__((target("avx2,fma"))) void masked_softmax_avx2(const T* n, const T* valid, int64_t len, T* a) {
-  masked_softmax_impl(n, valid, len, a);
+__attribute__((target("avx2,fma"))) void masked_softmax_avx2(const T* n, const T* valid, int64_t len, bool any_valid,
+                                                              T* a) {
+  masked_softmax_impl(n, valid, len, any_valid, a);
 }
 template <typename T>
 __attribute__((target("avx2,fma"))) T dot_avx2(const T* x, const T* y, int64_t len) {
   return dot_impl(x, y, len);
 }
 template <typename T>
-__attribute__((target("avx2,fma"))) CosineSums<T> cosine_sums_avx2(const T* s, const T* p, const T* valid,
+__attribute__((target("avx2,fma"))) CosineSums<double> cosine_sums_avx2(const T* s, const T* p, const T* valid,
                                                                     int64_t len) {
   return cosine_sums_impl(s, p, valid, len);
 }
@@ -266,8 +271,77 @@ bool cpu_has_avx2_fma() {
 }
 #endif
 
+// Opt-in (MMFUSE_CPU_BLAS=1): the per-block products through the BLAS that torch ships (MKL's
+// Fortran sgemm_ / dgemm_ in the official x86-64 wheels), looked up at run time in the already
+// loaded library: nothing to link, and the micro-kernel remains when a build has none. MKL runs
+// each call on the calling thread (MKL_Set_Num_Threads_Local(1)), so the result of a block never
+// depends on the thread count. Off by default: on the development machine (AVX-512 Xeon, 2
+// cores) the 32-row blocks ran no faster through MKL than through the micro-kernel (fwd + bwd
+// 8x8x128x64 float32, one thread: 39.9 vs 38.8 ms thread time over four interleaved runs at
+// load 12); docs/op.md, "Kernel design: CPU".
+template <typename T>
+using fortran_gemm_t = void (*)(const char*, const char*, const int*, const int*, const int*, const T*, const T*,
+                                const int*, const T*, const int*, const T*, T*, const int*);
+struct Blas {
+  fortran_gemm_t<float> sgemm = nullptr;
+  fortran_gemm_t<double> dgemm = nullptr;
+  int (*set_threads_local)(int) = nullptr;
+};
+
+const Blas& blas() {
+  static const Blas b = [] {
+    Blas r;
+    const char* env = std::getenv("MMFUSE_CPU_BLAS");
+    if (env == nullptr || std::string_view(env) != "1") return r;  // default: the micro-kernel
+    // Python loads torch's libraries with RTLD_LOCAL: find the one that holds ATen (and MKL) by
+    // the address of one of its functions, and look the symbols up in that very library.
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &info) == 0 || info.dli_fname == nullptr) return r;
+    void* lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (lib == nullptr) return r;
+    r.set_threads_local = reinterpret_cast<int (*)(int)>(dlsym(lib, "MKL_Set_Num_Threads_Local"));
+    if (r.set_threads_local == nullptr) return r;  // only MKL's single-thread call is known to be deterministic
+    r.sgemm = reinterpret_cast<fortran_gemm_t<float>>(dlsym(lib, "sgemm_"));
+    r.dgemm = reinterpret_cast<fortran_gemm_t<double>>(dlsym(lib, "dgemm_"));
+    return r;  // the handle stays open: torch is never unloaded
+  }();
+  return b;
+}
+
+// Blocks below this many multiply-adds stay on the micro-kernel (a BLAS call has a fixed cost).
+constexpr int64_t kBlasMinWork = 16 * 1024;
+
+// C = A . B through BLAS when it is available and A is row-major or a transposed view; false
+// when the caller must use the micro-kernel. Row-major C [R, N] is column-major C^T [N, R], so
+// BLAS computes C^T = B^T . A^T with B as its first operand.
+template <typename T>
+bool gemm_blas(const GemmArgs<T>& g) {
+  const Blas& b = blas();
+  fortran_gemm_t<T> f;
+  if constexpr (std::is_same_v<T, float>) f = b.sgemm; else f = b.dgemm;
+  if (f == nullptr || g.K == 0 || g.R * g.K * g.N < kBlasMinWork) return false;
+  const bool a_rows = g.a_col == 1, a_cols = g.a_row == 1 && !a_rows;
+  if (!(a_rows || a_cols)) return false;
+  const int64_t lda = a_rows ? g.a_row : g.a_col;
+  for (const int64_t x : {g.R, g.K, g.N, lda, g.ldb, g.ldc})
+    if (x > INT_MAX) return false;
+  // leading dimensions as BLAS requires them (a stride is irrelevant along a dimension of size 1)
+  const int64_t need_a = a_rows ? g.K : g.R;
+  if ((lda < need_a && (a_rows ? g.R : g.K) > 1) || (g.ldb < g.N && g.K > 1) || (g.ldc < g.N && g.R > 1)) return false;
+  const int m = static_cast<int>(g.N), n = static_cast<int>(g.R), k = static_cast<int>(g.K);
+  const int ld_b = static_cast<int>(std::max(g.ldb, g.N)), ld_a = static_cast<int>(std::max(lda, need_a));
+  const int ld_c = static_cast<int>(std::max(g.ldc, g.N));
+  const T one = 1, zero = 0;
+  const char no = 'N', tr = 'T';
+  const int previous = b.set_threads_local(1);
+  f(&no, a_rows ? &no : &tr, &m, &n, &k, &one, g.b, &ld_b, g.a, &ld_a, &zero, g.c, &ld_c);
+  b.set_threads_local(previous);
+  return true;
+}
+
 template <typename T>
 void gemm_dispatch(const GemmArgs<T>& g) {
+  if (gemm_blas(g)) return;
 #ifdef MMFUSE_X86_DISPATCH
   if (cpu_has_avx2_fma()) return gemm_avx2(g);
 #endif
@@ -275,11 +349,11 @@ void gemm_dispatch(const GemmArgs<T>& g) {
 }
 
 template <typename T>
-void masked_softmax_dispatch(const T* n, const T* valid, int64_t len, T* a) {
+void masked_softmax_dispatch(const T* n, const T* valid, int64_t len, bool any_valid, T* a) {
 #ifdef MMFUSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return masked_softmax_avx2(n, valid, len, a);
+  if (cpu_has_avx2_fma()) return masked_softmax_avx2(n, valid, len, any_valid, a);
 #endif
-  masked_softmax_impl(n, valid, len, a);
+  masked_softmax_impl(n, valid, len, any_valid, a);
 }
 
 template <typename T>
@@ -291,7 +365,7 @@ T dot_dispatch(const T* x, const T* y, int64_t len) {
 }
 
 template <typename T>
-CosineSums<T> cosine_sums_dispatch(const T* s, const T* p, const T* valid, int64_t len) {
+CosineSums<double> cosine_sums_dispatch(const T* s, const T* p, const T* valid, int64_t len) {
 #ifdef MMFUSE_X86_DISPATCH
   if (cpu_has_avx2_fma()) return cosine_sums_avx2(s, p, valid, len);
 #endif
@@ -302,7 +376,7 @@ CosineSums<T> cosine_sums_dispatch(const T* s, const T* p, const T* valid, int64
 
 float dot(const float* x, const float* y, int64_t len) { return dot_dispatch(x, y, len); }
 double dot(const double* x, const double* y, int64_t len) { return dot_dispatch(x, y, len); }
-CosineSums<float> cosine_sums(const float* s, const float* p, const float* valid, int64_t len) {
+CosineSums<double> cosine_sums(const float* s, const float* p, const float* valid, int64_t len) {
   return cosine_sums_dispatch(s, p, valid, len);
 }
 CosineSums<double> cosine_sums(const double* s, const double* p, const double* valid, int64_t len) {
@@ -311,11 +385,11 @@ CosineSums<double> cosine_sums(const double* s, const double* p, const double* v
 
 void gemm(const GemmArgs<float>& g) { gemm_dispatch(g); }
 void gemm(const GemmArgs<double>& g) { gemm_dispatch(g); }
-void masked_softmax(const float* n, const float* valid, int64_t len, float* a) {
-  masked_softmax_dispatch(n, valid, len, a);
+void masked_softmax(const float* n, const float* valid, int64_t len, bool any_valid, float* a) {
+  masked_softmax_dispatch(n, valid, len, any_valid, a);
 }
-void masked_softmax(const double* n, const double* valid, int64_t len, double* a) {
-  masked_softmax_dispatch(n, valid, len, a);
+void masked_softmax(const double* n, const double* valid, int64_t len, bool any_valid, double* a) {
+  masked_softmax_dispatch(n, valid, len, any_valid, a);
 }
 
 }  // namespace gra_cpu

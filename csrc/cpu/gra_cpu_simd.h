@@ -38,18 +38,22 @@ float dot(const float* x, const float* y, int64_t len);
 double dot(const double* x, const double* y, int64_t len);
 
 // The terms of the cosine gate over the keys with valid[j] == 1 (valid is 0 or 1):
-// sp = sum s p, ss = sum s s, pp = sum p p (vector partial sums, fixed order).
+// sp = sum s p, ss = sum s s, pp = sum p p, accumulated in double (vector partial sums, fixed
+// order), so that float rows cannot overflow (|s|, |p| up to ~1e77). Masked keys are selected
+// away, never multiplied by 0 (an inf or NaN there does not reach the sums).
 template <typename T>
 struct CosineSums {
   T sp, ss, pp;
 };
-CosineSums<float> cosine_sums(const float* s, const float* p, const float* valid, int64_t len);
+CosineSums<double> cosine_sums(const float* s, const float* p, const float* valid, int64_t len);
 CosineSums<double> cosine_sums(const double* s, const double* p, const double* valid, int64_t len);
 
-// a = softmax of n[0:len] over the keys with valid[j] == 1 (valid is 0 or 1), 0 at the others;
-// all zero when no key is valid. float uses a vectorised exp (relative error ~1e-7).
-void masked_softmax(const float* n, const float* valid, int64_t len, float* a);
-void masked_softmax(const double* n, const double* valid, int64_t len, double* a);
+// a = softmax of n[0:len] over the keys with valid[j] == 1 (valid is 0 or 1), exactly 0 at the
+// others whatever n holds there; all zero when no key is valid (any_valid false). NaN or +inf at
+// a valid key makes the row NaN, as IEEE arithmetic does. float uses a vectorised exp (relative
+// error ~1e-7).
+void masked_softmax(const float* n, const float* valid, int64_t len, bool any_valid, float* a);
+void masked_softmax(const double* n, const double* valid, int64_t len, bool any_valid, double* a);
 
 }  // namespace gra_cpu
 }  // namespace mmfuse

@@ -11,6 +11,7 @@
 #include "../gated_residual_attention.h"
 #include "gra_driver.h"
 #include "gra_kernels.cuh"
+#include "gra_tc_kernels.cuh"
 
 namespace mmfuse {
 namespace gra {
@@ -43,6 +44,17 @@ struct CudaBackend {
   template <typename scalar_t>
   static void launch_backward(const GraBackwardParams<scalar_t>& p, int64_t grid) {
     launch(gra_backward_kernel<scalar_t>, p, grid);
+  }
+  // float16 / bfloat16: wmma tensor cores with float32 accumulation (sm_70+; bfloat16 sm_80+,
+  // the architectures this extension is built for). float32 stays on the exact CUDA-core path.
+  static bool use_tensor_cores(at::ScalarType dtype) { return dtype == at::kHalf || dtype == at::kBFloat16; }
+  template <typename scalar_t>
+  static void launch_forward_tc(const GraForwardParams<scalar_t>& p, int64_t grid) {
+    launch(gra_forward_tc_kernel<scalar_t>, p, grid);
+  }
+  template <typename scalar_t>
+  static void launch_backward_tc(const GraBackwardParams<scalar_t>& p, int64_t grid) {
+    launch(gra_backward_tc_kernel<scalar_t>, p, grid);
   }
 };
 

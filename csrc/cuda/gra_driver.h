@@ -7,6 +7,11 @@
 //   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options);
 //   template <typename T> static void launch_forward(const GraForwardParams<T>&, int64_t grid);
 //   template <typename T> static void launch_backward(const GraBackwardParams<T>&, int64_t grid);
+//   static bool use_tensor_cores(at::ScalarType dtype);       // float16 / bfloat16 on tensor cores
+//   template <typename T> static void launch_forward_tc(const GraForwardParams<T>&, int64_t grid);
+//   template <typename T> static void launch_backward_tc(const GraBackwardParams<T>&, int64_t grid);
+// float16 / bfloat16 run the tensor-core kernels (gra_tc_kernels.cuh); float32 the CUDA-core
+// kernels (gra_kernels.cuh) in exact float32 (no TF32).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,9 +21,11 @@
 #include <optional>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 
 #include "../gated_residual_attention.h"
 #include "gra_kernels.cuh"
+#include "gra_tc_kernels.cuh"
 
 namespace mmfuse {
 namespace gra {
@@ -47,6 +54,23 @@ inline GraLayout choose_layout(int rows, int64_t D, int64_t Dv_rows, int64_t Lk,
               spilled.smem_bytes, " bytes of shared memory per block, this GPU allows ", smem_limit,
               "; use impl='reference' for such head dims");
   return spilled;
+}
+
+// The tensor-core kernels' layout: score rows on chip when they fit, else in the workspace.
+inline GraLayout choose_tc_layout(int64_t D, int64_t Dv, int64_t Lk, int num_row_bufs, bool forward,
+                                  int64_t smem_limit) {
+  const GraLayout on_chip = plan_tc_layout(D, Dv, Lk, num_row_bufs, forward, /*rows_in_smem=*/true);
+  if (on_chip.smem_bytes <= smem_limit) return on_chip;
+  const GraLayout spilled = plan_tc_layout(D, Dv, Lk, num_row_bufs, forward, /*rows_in_smem=*/false);
+  TORCH_CHECK(spilled.smem_bytes <= smem_limit, "gated_residual_attention (CUDA): head dims D=", D, ", Dv=", Dv,
+              " need ", spilled.smem_bytes, " bytes of shared memory per block, this GPU allows ", smem_limit,
+              "; use impl='reference' for such head dims");
+  return spilled;
+}
+
+template <typename scalar_t>
+constexpr bool is_16bit() {
+  return std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
 }
 
 struct Problem {
@@ -153,13 +177,18 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
   at::Tensor scores = Backend::empty({pr.B, pr.H, pr.Lq, pr.Lk}, q.options());
   if (pr.B * pr.H * pr.Lq == 0) return {out, scores};
 
-  constexpr int R = kWarps * kFwdRowsPerWarp;
-  const GraLayout layout = choose_layout(R, pr.D, 0, pr.Lk, 1, Backend::max_smem_per_block(q));
+  const bool tc = Backend::use_tensor_cores(q.scalar_type());
+  const int R = tc ? kTcRows : kWarps * kFwdRowsPerWarp;
+  const GraLayout layout = tc ? choose_tc_layout(pr.D, pr.Dv, pr.Lk, 1, /*forward=*/true, Backend::max_smem_per_block(q))
+                              : choose_layout(R, pr.D, 0, pr.Lk, 1, Backend::max_smem_per_block(q));
   const int64_t grid = checked_grid(pr, R);
   dispatch_dtype(q.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
     auto t = make_inputs<Backend, scalar_t>(pr, q, k, v, prev, key_mask, gate_weight, gate_bias, scale, layout);
     const GraForwardParams<scalar_t> p{t.in, out.data_ptr<scalar_t>(), scores.data_ptr<scalar_t>()};
+    if constexpr (is_16bit<scalar_t>()) {
+      if (tc) return Backend::launch_forward_tc(p, grid);
+    }
     Backend::launch_forward(p, grid);
   });
   return {out, scores};
@@ -186,7 +215,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   // forward), which is both cheaper than re-reading n and free of its half-precision rounding.
   TORCH_CHECK_VALUE(scores.sizes() == gs.sizes(), "scores: expected shape ", gs.sizes(), ", got ", scores.sizes());
 
-  constexpr int R = kWarps * kBwdRowsPerWarp;
+  const bool tc = Backend::use_tensor_cores(q.scalar_type());
+  const int R = tc ? kTcRows : kWarps * kBwdRowsPerWarp;
   const int64_t nrb = pr.row_blocks(R);
   const int64_t grid = checked_grid(pr, R);
   const auto opts = q.options();
@@ -197,7 +227,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor gate_partial = gated ? Backend::empty({2, grid}, opts.dtype(at::kFloat)) : at::Tensor();
 
   if (grid > 0) {
-    const GraLayout layout = choose_layout(R, pr.D, pr.Dv, pr.Lk, 3, Backend::max_smem_per_block(q));
+    const GraLayout layout = tc ? choose_tc_layout(pr.D, pr.Dv, pr.Lk, 3, /*forward=*/false,
+                                                   Backend::max_smem_per_block(q))
+                                : choose_layout(R, pr.D, pr.Dv, pr.Lk, 3, Backend::max_smem_per_block(q));
     const auto launch = [&](auto tag) {
       using scalar_t = decltype(tag);
       auto t = make_inputs<Backend, scalar_t>(pr, q, k, v, prev, key_mask, gate_weight, gate_bias, scale, layout);
@@ -210,6 +242,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       p.grad_logits = grad_logits.data_ptr<scalar_t>();
       p.grad_prev = pr.has_prev ? grad_prev.data_ptr<scalar_t>() : nullptr;
       p.gate_partial = gated ? gate_partial.data_ptr<float>() : nullptr;
+      if constexpr (is_16bit<scalar_t>()) {
+        if (tc) return Backend::launch_backward_tc(p, grid);
+      }
       Backend::launch_backward(p, grid);
     };
     dispatch_dtype(q.scalar_type(), launch);

@@ -31,7 +31,6 @@ constexpr int kTileStride = kChunk + 4;   // 68 floats: 16-byte loads of 8 lanes
 constexpr int kFwdRowsPerWarp = 8;        // forward: R = 32 query rows per block
 constexpr int kBwdRowsPerWarp = 4;        // backward: R = 16 (three score-row buffers)
 constexpr float kCosineEps = 1e-8f;       // as mmfuse/ops/reference.py: COSINE_EPS
-constexpr float kCosineEpsSq = 1e-16f;    //   and the clamp test norm_sq < COSINE_EPS**2
 
 // Effective mode: "none" or prev absent -> kPlain (n = s).
 enum EffMode : int { kPlain = 0, kResidual = 1, kGated = 2 };
@@ -46,6 +45,10 @@ struct GraLayout {
   int q_off, do_off, tile_off, aux_off, rows_off;
   bool rows_in_smem;   // false: rows live in GraInputs::rows_ws
   int64_t smem_bytes;  // dynamic shared memory of the launch
+  // tensor-core kernels only (gra_tc_kernels.cuh): 16-bit staging of q / dOut blocks and K / V
+  // tiles, the e tile and the float out accumulator; D and Dv rounded up to 16
+  int tc_d16, tc_dv16, tc_stage_stride, tc_p_stride, tc_acc_stride;
+  int tc_a_off, tc_p_off, tc_acc_off;
   GRA_HOST_DEVICE int64_t row_floats_per_block() const { return int64_t(num_row_bufs) * rows * row_stride; }
 };
 
@@ -139,6 +142,12 @@ GRA_DEVICE float warp_sum(float x) {
   return x;
 }
 
+GRA_DEVICE double warp_sum(double x) {
+#pragma unroll
+  for (int o = kWarpSize / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
 GRA_DEVICE float warp_max(float x) {
 #pragma unroll
   for (int o = kWarpSize / 2; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
@@ -150,10 +159,12 @@ GRA_DEVICE int warp_id() { return static_cast<int>(threadIdx.x) / kWarpSize; }
 
 // Copies rows [row0, row0 + NROWS) x columns [col0, col0 + kChunk) of the row-major matrix
 // src [nrows, ncols] into dst (float, row stride dst_stride), zero-filling rows >= nrows and
-// columns >= ncols. vec_ok: 16-byte loads (src 16-byte aligned and ncols % vector == 0).
+// columns >= ncols, and rows whose row_mask entry is false (row_mask [nrows] or null: masked keys'
+// values are selected away, so an inf / NaN there never reaches a product).
+// vec_ok: 16-byte loads (src 16-byte aligned and ncols % vector == 0).
 template <int NROWS, typename scalar_t>
 GRA_DEVICE void load_chunk(float* __restrict__ dst, int dst_stride, const scalar_t* __restrict__ src, int nrows,
-                           int ncols, int row0, int col0, bool vec_ok) {
+                           int ncols, int row0, int col0, bool vec_ok, const bool* __restrict__ row_mask = nullptr) {
   const int tid = static_cast<int>(threadIdx.x);
   if (vec_ok) {
     constexpr int VEC = Vec16<scalar_t>::kSize;
@@ -165,7 +176,7 @@ GRA_DEVICE void load_chunk(float* __restrict__ dst, int dst_stride, const scalar
     for (int it = 0; it < kIters; ++it) {
       const int idx = it * kThreads + tid;
       const int row = row0 + idx / kPerRow, col = col0 + (idx % kPerRow) * VEC;
-      if (row < nrows && col < ncols) {
+      if (row < nrows && col < ncols && (row_mask == nullptr || row_mask[row])) {
         const Vec16<scalar_t> raw = *reinterpret_cast<const Vec16<scalar_t>*>(src + int64_t(row) * ncols + col);
 #pragma unroll
         for (int t = 0; t < VEC / 4; ++t)
@@ -192,7 +203,9 @@ GRA_DEVICE void load_chunk(float* __restrict__ dst, int dst_stride, const scalar
       const int idx = it * kThreads + tid;
       const int r = idx / kChunk, c = idx % kChunk;
       const int row = row0 + r, col = col0 + c;
-      dst[r * dst_stride + c] = (row < nrows && col < ncols) ? static_cast<float>(src[int64_t(row) * ncols + col]) : 0.f;
+      dst[r * dst_stride + c] = (row < nrows && col < ncols && (row_mask == nullptr || row_mask[row]))
+                                    ? static_cast<float>(src[int64_t(row) * ncols + col])
+                                    : 0.f;
     }
   }
 }
@@ -212,7 +225,7 @@ GRA_DEVICE void load_rows(float* __restrict__ dst, int dst_stride, const scalar_
 template <int RW, typename scalar_t>
 GRA_DEVICE void rows_dot_mat(const float* __restrict__ rows, int rows_stride, const scalar_t* __restrict__ mat, int Lk,
                              int Dm, bool vec_ok, float factor, float* __restrict__ out, int out_stride,
-                             float* __restrict__ tile) {
+                             float* __restrict__ tile, const bool* __restrict__ row_mask = nullptr) {
   const int lane = lane_id(), warp = warp_id();
   const float* my_rows = rows + warp * RW * rows_stride;
   float* my_out = out + int64_t(warp) * RW * out_stride;
@@ -222,7 +235,7 @@ GRA_DEVICE void rows_dot_mat(const float* __restrict__ rows, int rows_stride, co
     for (int r = 0; r < RW; ++r) acc[r][0] = acc[r][1] = 0.f;
     for (int d0 = 0; d0 < Dm; d0 += kChunk) {
       __syncthreads();  // the previous tile is consumed
-      load_chunk<kTileKeys>(tile, kTileStride, mat, Lk, Dm, j0, d0, vec_ok);
+      load_chunk<kTileKeys>(tile, kTileStride, mat, Lk, Dm, j0, d0, vec_ok, row_mask);
       __syncthreads();
       const float* k0 = tile + lane * kTileStride;
       const float* k1 = k0 + kWarpSize * kTileStride;
@@ -253,7 +266,7 @@ GRA_DEVICE void rows_dot_mat(const float* __restrict__ rows, int rows_stride, co
 template <int RW, typename scalar_t>
 GRA_DEVICE void rows_times_mat(const float* __restrict__ buf, int buf_stride, const scalar_t* __restrict__ mat, int Lk,
                                int Dm, bool vec_ok, const float* __restrict__ row_scale, scalar_t* __restrict__ out,
-                               int nrows_valid, float* __restrict__ tile) {
+                               int nrows_valid, float* __restrict__ tile, const bool* __restrict__ row_mask = nullptr) {
   const int lane = lane_id(), warp = warp_id();
   const float* my_buf = buf + int64_t(warp) * RW * buf_stride;
   for (int c0 = 0; c0 < Dm; c0 += kChunk) {
@@ -262,7 +275,7 @@ GRA_DEVICE void rows_times_mat(const float* __restrict__ buf, int buf_stride, co
     for (int r = 0; r < RW; ++r) acc[r][0] = acc[r][1] = 0.f;
     for (int j0 = 0; j0 < Lk; j0 += kTileKeys) {
       __syncthreads();
-      load_chunk<kTileKeys>(tile, kTileStride, mat, Lk, Dm, j0, c0, vec_ok);
+      load_chunk<kTileKeys>(tile, kTileStride, mat, Lk, Dm, j0, c0, vec_ok, row_mask);
       __syncthreads();
 #pragma unroll 2
       for (int jj = 0; jj < kTileKeys; jj += 4) {
@@ -339,32 +352,39 @@ GRA_DEVICE RowView<scalar_t> row_view(const GraInputs<scalar_t>& in, const Block
 struct GateStats {
   float c;         // cosine of s and p over the valid keys (dot / 1e-8 when clamped, 0 without keys)
   float g;         // sigmoid(w * c + b)
-  float inv_norm;  // 1 / sqrt(|s_V|^2 |p_V|^2) (0 when clamped)
-  float ss, pp;    // |s_V|^2, |p_V|^2
-  bool clamped;    // |s_V|^2 |p_V|^2 < 1e-16: no gradient through the cosine
+  float inv_ns;    // 1 / |s_V| (0 when clamped)
+  float inv_np;    // 1 / |p_V| (0 when clamped)
+  bool clamped;    // |s_V| |p_V| < 1e-8: no gradient through the cosine
 };
 
+// The cosine gate of one row. Sums in double over the valid keys only (masked keys are skipped,
+// never multiplied by 0), so |s|, |p| up to ~1e77 cannot overflow and an inf / NaN at a masked
+// key cannot reach c; NaN / inf at a valid key make c (and the row) NaN.
 template <typename scalar_t>
 GRA_DEVICE GateStats gate_stats(const float* __restrict__ S, const RowView<scalar_t>& row, float w, float b) {
-  float dot = 0.f, ss = 0.f, pp = 0.f;
+  double dot = 0.0, ss = 0.0, pp = 0.0;
   for (int j = lane_id(); j < row.Lk; j += kWarpSize) {
     if (!row.valid(j)) continue;
-    const float s = S[j], p = row.p(j);
-    dot = fmaf(s, p, dot);
-    ss = fmaf(s, s, ss);
-    pp = fmaf(p, p, pp);
+    const double s = S[j], p = row.p(j);
+    dot = fma(s, p, dot);
+    ss = fma(s, s, ss);
+    pp = fma(p, p, pp);
   }
   GateStats st;
   dot = warp_sum(dot);
-  st.ss = warp_sum(ss);
-  st.pp = warp_sum(pp);
-  const float norm_sq = st.ss * st.pp;
-  st.clamped = norm_sq < kCosineEpsSq;  // also true without valid keys (dot = 0 -> c = 0)
-  st.inv_norm = st.clamped ? 0.f : 1.f / sqrtf(norm_sq);
-  st.c = st.clamped ? dot / kCosineEps : dot / sqrtf(norm_sq);
+  const double ns = sqrt(warp_sum(ss)), np = sqrt(warp_sum(pp));
+  st.clamped = ns * np < double(kCosineEps);  // also true without valid keys (dot = 0 -> c = 0)
+  st.inv_ns = st.clamped ? 0.f : static_cast<float>(1.0 / ns);
+  st.inv_np = st.clamped ? 0.f : static_cast<float>(1.0 / np);
+  st.c = static_cast<float>(st.clamped ? dot / double(kCosineEps) : dot / ns / np);
   st.g = 1.f / (1.f + expf(-fmaf(w, st.c, b)));
   return st;
 }
+
+struct RowMax {
+  float max;       // max of n over the valid keys
+  bool any_valid;  // the row has at least one valid key
+};
 
 GRA_DEVICE float combine(int mode, float s, float p, float g) {
   if (mode == kResidual) return s + p;
@@ -372,35 +392,47 @@ GRA_DEVICE float combine(int mode, float s, float p, float g) {
   return s;
 }
 
-// In place over X[0, Lk): n -> unnormalised softmax weights exp(n - max) (0 on masked keys);
-// zero-fills X[Lk, row_stride). Returns 1 / sum (0 for a row without valid keys).
+// In place over X[0, Lk): n -> unnormalised softmax weights exp(n - max) (0 on masked keys,
+// selected); zero-fills X[Lk, row_stride). Returns 1 / sum, 0 for a row without valid keys, NaN
+// when a valid n is NaN or +inf (or all are -inf), as IEEE softmax gives.
 template <typename scalar_t>
-GRA_DEVICE float softmax_numerators(float* __restrict__ X, const RowView<scalar_t>& row, float m, int row_stride) {
+GRA_DEVICE float softmax_numerators(float* __restrict__ X, const RowView<scalar_t>& row, RowMax m, int row_stride) {
   const int lane = lane_id();
   float sum = 0.f;
   for (int j = lane; j < row.Lk; j += kWarpSize) {
-    const float e = row.valid(j) ? expf(X[j] - m) : 0.f;
+    const float e = row.valid(j) ? expf(X[j] - m.max) : 0.f;
     X[j] = e;
     sum += e;
   }
   for (int j = row.Lk + lane; j < row_stride; j += kWarpSize) X[j] = 0.f;
   sum = warp_sum(sum);
-  return sum > 0.f ? 1.f / sum : 0.f;
+  return m.any_valid ? 1.f / sum : 0.f;
 }
 
 // Combined scores n of one row from s = S[j] into N[j] (N may alias S) and, when scores_out
-// is given, to global memory; returns the max of n over the valid keys (-inf without keys).
+// is given, to global memory; returns the max of n over the valid keys (-inf when there is none
+// or all are -inf; fmaxf skips NaN, which reaches the softmax sum instead) and whether any key is
+// valid.
 template <typename scalar_t>
-GRA_DEVICE float combined_scores(const float* S, float* N, const RowView<scalar_t>& row, int mode, float g,
-                                 scalar_t* __restrict__ scores_out) {
-  float m = -INFINITY;
+GRA_DEVICE RowMax combined_scores(const float* S, float* N, const RowView<scalar_t>& row, int mode, float g,
+                                  scalar_t* __restrict__ scores_out) {
+  float m = -INFINITY, any = 0.f;
   for (int j = lane_id(); j < row.Lk; j += kWarpSize) {
     const float n = combine(mode, S[j], mode == kPlain ? 0.f : row.p(j), g);
     N[j] = n;
     if (scores_out != nullptr) scores_out[j] = static_cast<scalar_t>(n);
-    if (row.valid(j)) m = fmaxf(m, n);
+    if (row.valid(j)) {
+      m = fmaxf(m, n);
+      any = 1.f;
+    }
   }
-  return warp_max(m);
+  return RowMax{warp_max(m), warp_max(any) > 0.f};
+}
+
+// The key mask of the block's batch ([Lk]) or null.
+template <typename scalar_t>
+GRA_DEVICE const bool* key_mask_of(const GraInputs<scalar_t>& in, const BlockCoords& c) {
+  return in.key_mask != nullptr ? in.key_mask + int64_t(c.b) * in.Lk : nullptr;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -436,7 +468,7 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_kernel(const GRA_GRID_CO
     const RowView<scalar_t> rv = row_view(in, bc, qi);
     float* S = rows + int64_t(row) * L.row_stride;
     const float g = in.mode == kGated ? gate_stats(S, rv, w, b).g : 1.f;
-    const float m = combined_scores(S, S, rv, in.mode, g, p.scores + (bc.bh * in.Lq + qi) * in.Lk);
+    const RowMax m = combined_scores(S, S, rv, in.mode, g, p.scores + (bc.bh * in.Lq + qi) * in.Lk);
     const float inv = softmax_numerators(S, rv, m, L.row_stride);
     if (lane == 0) inv_sum[row] = inv;
   }
@@ -444,7 +476,7 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_kernel(const GRA_GRID_CO
 
   // 3. out = (e / sum) v
   rows_times_mat<RW>(rows, L.row_stride, in.v + bc.bh * in.Lk * in.Dv, in.Lk, in.Dv, in.vec_v, inv_sum,
-                     p.out + (bc.bh * in.Lq + bc.row0) * in.Dv, bc.nrows, tile);
+                     p.out + (bc.bh * in.Lq + bc.row0) * in.Dv, bc.nrows, tile, key_mask_of(in, bc));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -471,11 +503,11 @@ GRA_DEVICE void backward_row(const GraBackwardParams<scalar_t>& p, const BlockCo
   const float g = st.g;
 
   // softmax weights a (recomputed from s and prev in float32, exactly as the forward)
-  const float m = combined_scores<scalar_t>(S, X, rv, in.mode, g, nullptr);
+  const RowMax m = combined_scores<scalar_t>(S, X, rv, in.mode, g, nullptr);
   const float inv = softmax_numerators(X, rv, m, in.layout.row_stride);
   float rs = 0.f;  // rowsum(dA * A)
   for (int j = lane; j < Lk; j += kWarpSize) {
-    const float a = X[j] * inv;
+    const float a = rv.valid(j) ? X[j] * inv : 0.f;  // exactly 0 at masked keys, even in a NaN row
     X[j] = a;
     attn[j] = static_cast<scalar_t>(a);
     rs = fmaf(a, Y[j], rs);
@@ -485,7 +517,7 @@ GRA_DEVICE void backward_row(const GraBackwardParams<scalar_t>& p, const BlockCo
   if (in.mode != kGated) {
     // dS = dN = A (dA - rs) + dScores; residual: dPrev = dN; none with prev: dPrev = 0
     for (int j = lane; j < Lk; j += kWarpSize) {
-      const float dn = fmaf(X[j], Y[j] - rs, static_cast<float>(dscores[j]));
+      const float dn = (rv.valid(j) ? X[j] * (Y[j] - rs) : 0.f) + static_cast<float>(dscores[j]);
       dlogits[j] = static_cast<scalar_t>(in.scale * dn);
       if (dprev != nullptr) dprev[j] = static_cast<scalar_t>(in.mode == kResidual ? dn : 0.f);
     }
@@ -495,7 +527,7 @@ GRA_DEVICE void backward_row(const GraBackwardParams<scalar_t>& p, const BlockCo
   // gated: n = (g s + p) / 2 with g = sigmoid(w c + b), c = cos(s_V, p_V)
   float dg = 0.f;
   for (int j = lane; j < Lk; j += kWarpSize) {
-    const float dn = fmaf(X[j], Y[j] - rs, static_cast<float>(dscores[j]));
+    const float dn = (rv.valid(j) ? X[j] * (Y[j] - rs) : 0.f) + static_cast<float>(dscores[j]);  // selected
     Y[j] = dn;
     dg = fmaf(dn, S[j], dg);
   }
@@ -504,16 +536,16 @@ GRA_DEVICE void backward_row(const GraBackwardParams<scalar_t>& p, const BlockCo
   dw_acc += dz * st.c;
   db_acc += dz;
   const float dc = dz * w;
-  // dc/ds_j = p_j / N - c s_j / |s|^2 ; dc/dp_j = s_j / N - c p_j / |p|^2 (valid keys, unclamped)
-  const float alpha = st.clamped ? 0.f : dc * st.inv_norm;
-  const float beta_s = st.clamped ? 0.f : dc * st.c / st.ss;
-  const float beta_p = st.clamped ? 0.f : dc * st.c / st.pp;
+  // dc/ds_j = (p_j/|p| - c s_j/|s|) / |s| ; dc/dp_j = (s_j/|s| - c p_j/|p|) / |p| (valid keys,
+  // unclamped), from the unit vectors so that nothing overflows for large |s|, |p|
+  const float ks = dc * st.inv_ns, kp = dc * st.inv_np;
   for (int j = lane; j < Lk; j += kWarpSize) {
     const float dn = Y[j], s = S[j], pj = rv.p(j);
     float ds = 0.5f * g * dn, dp = 0.5f * dn;
     if (!st.clamped && rv.valid(j)) {
-      ds += alpha * pj - beta_s * s;
-      dp += alpha * s - beta_p * pj;
+      const float us = s * st.inv_ns, up = pj * st.inv_np;
+      ds += ks * (up - st.c * us);
+      dp += kp * (us - st.c * up);
     }
     dlogits[j] = static_cast<scalar_t>(in.scale * ds);
     dprev[j] = static_cast<scalar_t>(dp);
@@ -543,7 +575,8 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_backward_kernel(const GRA_GRID_C
   load_rows<R>(qs, L.q_stride, in.q + bc.bh * in.Lq * in.D, in.Lq, in.D, bc.row0, in.vec_q);
   load_rows<R>(dos, L.do_stride, p.grad_out + bc.bh * in.Lq * in.Dv, in.Lq, in.Dv, bc.row0, p.vec_do);
   rows_dot_mat<RW>(qs, L.q_stride, in.k + bc.bh * in.Lk * in.D, in.Lk, in.D, in.vec_k, in.scale, S, L.row_stride, tile);
-  rows_dot_mat<RW>(dos, L.do_stride, in.v + bc.bh * in.Lk * in.Dv, in.Lk, in.Dv, in.vec_v, 1.f, Y, L.row_stride, tile);
+  rows_dot_mat<RW>(dos, L.do_stride, in.v + bc.bh * in.Lk * in.Dv, in.Lk, in.Dv, in.vec_v, 1.f, Y, L.row_stride, tile,
+                   key_mask_of(in, bc));
   __syncthreads();
 
   const float w = in.mode == kGated ? in.gate_weight[bc.h] : 0.f;

@@ -52,7 +52,7 @@ from mmfuse.ops import (
 
 IMPLS: tuple[str, ...] = ("fused", "eager", "compile", "sdpa")
 #: version of the JSON layout written by :func:`run` (bump when fields change)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: roofline (flops, binding floor, % of it) per pass and in the environment
 
 DEFAULT_SHAPES = {"cpu": "8x8x128x64,4x4x256x32", "cuda": "32x12x256x64,16x12x512x64"}
 DEFAULT_DTYPE = {"cpu": "float32", "cuda": "bfloat16"}
@@ -89,6 +89,24 @@ PEAK_BANDWIDTH_GBS: tuple[tuple[tuple[str, ...], str, float], ...] = (
 )
 
 
+#: dense peak compute (TFLOP/s) by GPU name, first matching entry wins: (16-bit tensor cores with
+#: float32 accumulation, TF32 tensor cores, FP32 on CUDA cores); spec-sheet numbers without
+#: sparsity. ``--peak-tensor-tflops`` / ``--peak-fp32-tflops`` override.
+PEAK_COMPUTE_TFLOPS: tuple[tuple[tuple[str, ...], str, float, float, float], ...] = (
+    (("GH200",), "GH200", 989.0, 494.0, 67.0),
+    (("H200",), "H200", 989.0, 494.0, 67.0),
+    (("H100", "NVL"), "H100 NVL", 835.0, 418.0, 60.0),
+    (("H100", "PCIe"), "H100 PCIe", 756.0, 378.0, 51.0),
+    (("H100",), "H100 SXM", 989.0, 494.0, 67.0),
+    (("A100",), "A100", 312.0, 156.0, 19.5),
+)
+
+#: CUDA-core / vector FLOPs per score element besides the matrix products (scale, gate
+#: combination, max, exp, sum, normalise; the backward's dN, gate and cosine terms)
+ELEMENTWISE_FLOPS_FWD = 8
+ELEMENTWISE_FLOPS_BWD = 12
+
+
 class OptionError(ValueError):
     """A command-line option has a bad value (the message names the option)."""
 
@@ -98,6 +116,14 @@ def peak_bandwidth_for(device_name: str) -> tuple[float, str] | None:
     for needles, label, gbs in PEAK_BANDWIDTH_GBS:
         if all(n.lower() in device_name.lower() for n in needles):
             return gbs, label
+    return None
+
+
+def peak_compute_for(device_name: str) -> tuple[float, float, float, str] | None:
+    """``(tensor-core 16-bit, TF32, FP32 CUDA-core TFLOP/s, table entry)`` for a GPU name, else None."""
+    for needles, label, tc, tf32, fp32 in PEAK_COMPUTE_TFLOPS:
+        if all(n.lower() in device_name.lower() for n in needles):
+            return tc, tf32, fp32, label
     return None
 
 
@@ -163,6 +189,89 @@ def floor_bytes(shape: AttnShape, mode: str, impl: str, element_size: int, mask:
     # reads q, k, v, grad_out, grad_scores, prev; writes grad_q, grad_k, grad_v, grad_prev
     maps = has_scores + 2 * has_prev
     return forward + (2 * (qk + v) + out + maps * score_map) * element_size + mask_bytes
+
+
+def matmul_flops(shape: AttnShape, backward: bool) -> int:
+    """FLOPs of the matrix products an ideal kernel does (2 per multiply-add).
+
+    Forward: s = q.K^T and out = a.V. Backward adds dA = dOut.V^T, dQ = dS.K, dK = dS^T.Q and
+    dV = A^T.dOut (the forward's A kept; a kernel that recomputes s does 2 Lq Lk D more).
+    """
+    s = shape
+    per_map = 2 * s.B * s.H * s.Lq * s.Lk
+    forward = per_map * (s.D + s.Dv)
+    return forward + (per_map * (2 * s.D + 2 * s.Dv) if backward else 0)
+
+
+def elementwise_flops(shape: AttnShape, backward: bool) -> int:
+    """Vector FLOPs on the [B, H, Lq, Lk] score maps (softmax, gate; see ELEMENTWISE_FLOPS_*)."""
+    score_map = shape.B * shape.H * shape.Lq * shape.Lk
+    return score_map * (ELEMENTWISE_FLOPS_FWD + (ELEMENTWISE_FLOPS_BWD if backward else 0))
+
+
+@dataclass
+class Peaks:
+    """The device's roofline parameters; None where unknown or not applicable."""
+
+    bandwidth_gbs: float | None
+    bandwidth_source: str | None
+    tensor_tflops: float | None  # 16-bit tensor cores (float32 accumulation)
+    tf32_tflops: float | None
+    fp32_tflops: float | None  # CUDA cores / CPU vector units (CPU: the measured GEMM rate)
+    compute_source: str | None
+
+
+def roofline(shape: AttnShape, mode: str, impl: str, dtype: torch.dtype, mask: bool, backward: bool,
+             peaks: Peaks, device_type: str) -> dict[str, Any]:
+    """Analytic floors of one pass: bytes / bandwidth, matrix FLOPs / tensor-core peak and all
+    FLOPs / CUDA-core (CPU: measured GEMM) peak, and which of them binds for this dtype."""
+    n_bytes = floor_bytes(shape, mode, impl, torch.empty((), dtype=dtype).element_size(), mask, backward)
+    mm, ew = matmul_flops(shape, backward), elementwise_flops(shape, backward)
+
+    def ms(amount: float, rate: float | None) -> float | None:
+        return 1e3 * amount / rate if rate else None
+
+    bandwidth = ms(n_bytes, peaks.bandwidth_gbs * 1e9 if peaks.bandwidth_gbs else None)
+    cuda_core = ms(mm + ew, peaks.fp32_tflops * 1e12 if peaks.fp32_tflops else None)
+    tensor_core = None
+    if device_type == "cuda":
+        tc_rate = peaks.tensor_tflops if dtype in (torch.float16, torch.bfloat16) else None
+        if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+            tc_rate = peaks.tf32_tflops
+        if tc_rate:
+            # matrix products on tensor cores, the element-wise rest on CUDA cores
+            tensor_core = max(1e3 * mm / (tc_rate * 1e12), ms(ew, peaks.fp32_tflops * 1e12) or 0.0)
+    compute = tensor_core if tensor_core is not None else cuda_core
+    kinds = {"bandwidth": bandwidth, "tensor-core" if tensor_core is not None else "cuda-core": compute}
+    known = {k: v for k, v in kinds.items() if v is not None}
+    binding = max(known, key=known.get) if known else None
+    return {
+        "flops": mm + ew, "matmul_flops": mm, "bytes": n_bytes,
+        "bandwidth_floor_ms": bandwidth, "tensor_core_floor_ms": tensor_core, "cuda_core_floor_ms": cuda_core,
+        "binding_floor": binding, "binding_floor_ms": known.get(binding) if binding else None,
+    }
+
+
+def measure_cpu_peaks(dtype: torch.dtype, seconds: float = 0.3) -> tuple[float, float]:
+    """``(GEMM GFLOP/s, copy GB/s)`` measured here: a 512^3 torch.mm in ``dtype`` (float32 for
+    16-bit dtypes) and a 64 MiB tensor copy (read + write), best of a few runs each."""
+    gemm_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    a, b = torch.randn(512, 512, dtype=gemm_dtype), torch.randn(512, 512, dtype=gemm_dtype)
+    x = torch.empty(16 * 2**20, dtype=torch.float32)
+    y = torch.empty_like(x)
+
+    def best(fn: Callable[[], object]) -> float:
+        fn()
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(times) < 3:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    gflops = 2 * 512**3 / best(lambda: torch.mm(a, b)) / 1e9
+    gbs = 2 * x.numel() * x.element_size() / best(lambda: y.copy_(x)) / 1e9
+    return gflops, gbs
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,6 +459,10 @@ class PassResult:
     pct_of_floor: float | None
     speedup_vs_eager: float | None = None
     speedup_vs_compile: float | None = None
+    flops: int | None = None
+    binding_floor: str | None = None
+    binding_floor_ms: float | None = None
+    pct_of_binding_floor: float | None = None
 
 
 @dataclass
@@ -372,6 +485,7 @@ class CaseResult:
     compile_s: float | None = None
     max_abs_diff_vs_eager: float | None = None
     matches_eager: bool | None = None
+    roofline: dict[str, Any] | None = None  # per pass: see :func:`roofline`
 
 
 def summarize(times: list[float], peak_bytes: int, n_bytes: int, peak_gbs: float | None) -> PassResult:
@@ -411,7 +525,8 @@ class BenchConfig:
     seed: int
 
 
-def run_case(shape: AttnShape, mode: str, config: BenchConfig, peak_gbs: float | None) -> list[CaseResult]:
+def run_case(shape: AttnShape, mode: str, config: BenchConfig, peak_gbs: float | None,
+             peaks: Peaks | None = None) -> list[CaseResult]:
     """Check and measure every implementation on one (shape, mode)."""
     device, dtype = torch.device(config.device), DTYPES[config.dtype]
     problem = make_problem(shape, mode, dtype, device, config.mask, config.seed)
@@ -427,7 +542,7 @@ def run_case(shape: AttnShape, mode: str, config: BenchConfig, peak_gbs: float |
                                       note=f"no compiled mmfuse kernel for {device.type}/{config.dtype}"))
             continue
         try:
-            results.append(_measure_impl(impl, problem, config, peak_gbs, base, expected))
+            results.append(_measure_impl(impl, problem, config, peak_gbs, base, expected, peaks))
         except RuntimeError as exc:  # includes CUDA OOM and compile failures: record, go on
             note = f"failed: {type(exc).__name__}: {exc}"
             results.append(CaseResult(**base, impl=impl, available=False, note=note))
@@ -454,7 +569,8 @@ def expected_outputs(problem: Problem, backward: bool, out_only: bool) -> list[T
 
 
 def _measure_impl(impl: str, problem: Problem, config: BenchConfig, peak_gbs: float | None,
-                  base: dict[str, Any], expected: Callable[[bool], list[Tensor]]) -> CaseResult:
+                  base: dict[str, Any], expected: Callable[[bool], list[Tensor]],
+                  peaks: Peaks | None = None) -> CaseResult:
     device, dtype = torch.device(config.device), DTYPES[config.dtype]
     fn = make_impl(impl, problem.mode)
     steps = {"forward": forward_step(fn, problem)}
@@ -473,12 +589,21 @@ def _measure_impl(impl: str, problem: Problem, config: BenchConfig, peak_gbs: fl
         got += list(outputs)
     diff, close = max_abs_diff(got, expected(impl == "sdpa"), dtype)
 
-    passes = {}
+    passes, rooflines = {}, {}
     for name, step in steps.items():
         times = time_calls(step, config.repeats, config.warmup, device)
         n_bytes = floor_bytes(problem.shape, problem.mode, impl, problem.q.element_size(), config.mask,
                               backward=name == "fwd_bwd")
         passes[name] = summarize(times, peak_extra_bytes(step, device), n_bytes, peak_gbs)
+        if peaks is not None:
+            roof = roofline(problem.shape, problem.mode, impl, dtype, config.mask, name == "fwd_bwd", peaks,
+                            device.type)
+            result = passes[name]
+            result.flops = roof["flops"]
+            result.binding_floor, result.binding_floor_ms = roof["binding_floor"], roof["binding_floor_ms"]
+            if roof["binding_floor_ms"] is not None:
+                result.pct_of_binding_floor = 100 * roof["binding_floor_ms"] / result.median_ms
+            rooflines[name] = roof
     if impl == "compile":
         compile_s -= sum(p.median_ms for p in passes.values()) / 1e3  # keep only the compilation
     rtol, atol = TOLERANCES[dtype]
@@ -487,7 +612,7 @@ def _measure_impl(impl: str, problem: Problem, config: BenchConfig, peak_gbs: fl
         note="" if close else f"MISMATCH: outputs/gradients differ from eager (rtol={rtol}, atol={atol})",
         forward=passes["forward"], fwd_bwd=passes.get("fwd_bwd"),
         compile_s=max(compile_s, 0.0) if impl == "compile" else None,
-        max_abs_diff_vs_eager=diff, matches_eager=close,
+        max_abs_diff_vs_eager=diff, matches_eager=close, roofline=rooflines or None,
     )
 
 
@@ -557,6 +682,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--peak-bandwidth", type=float, default=None, metavar="GB/s",
                         help="the device's peak memory bandwidth (default: from the GPU name; none on CPU)")
+    parser.add_argument("--peak-tensor-tflops", type=float, default=None, metavar="TFLOP/s",
+                        help="16-bit tensor-core peak for the roofline (default: from the GPU name)")
+    parser.add_argument("--peak-fp32-tflops", type=float, default=None, metavar="TFLOP/s",
+                        help="FP32 CUDA-core peak for the roofline (default: from the GPU name; on CPU "
+                             "the GEMM rate measured at the start)")
     parser.add_argument("--cold-compile", action="store_true",
                         help="compile with an empty inductor cache (a temporary TORCHINDUCTOR_CACHE_DIR) so "
                              "that 'compile s' is a cold compile (default: the usual, possibly warm, cache)")
@@ -596,6 +726,10 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
     bandwidth = args.peak_bandwidth
     if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
         raise OptionError(f"--peak-bandwidth: expected a positive number of GB/s, got {bandwidth}")
+    for name in ("peak_tensor_tflops", "peak_fp32_tflops"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise OptionError(f"--{name.replace('_', '-')}: expected a positive number of TFLOP/s, got {value}")
     shapes = [str(AttnShape.parse(s)) for s in (args.shapes or DEFAULT_SHAPES[kind]).split(",") if s.strip()]
     if not shapes:
         raise OptionError(f"--shapes: expected at least one shape, got {args.shapes!r}")
@@ -622,6 +756,25 @@ def _peak_bandwidth(args: argparse.Namespace, device: torch.device) -> tuple[flo
     return peak
 
 
+def _roofline_peaks(args: argparse.Namespace, device: torch.device, dtype: torch.dtype,
+                    bandwidth: tuple[float, str] | None) -> Peaks:
+    """The roofline's peaks: flags first, then the GPU table, and on CPU rates measured now."""
+    tensor = getattr(args, "peak_tensor_tflops", None)
+    fp32 = getattr(args, "peak_fp32_tflops", None)
+    if device.type == "cuda":
+        table = peak_compute_for(torch.cuda.get_device_name(device))
+        tf32 = table[1] if table else None
+        source = "flags" if tensor and fp32 else (f"spec sheet ({table[3]})" if table else None)
+        if table:
+            tensor, fp32 = tensor or table[0], fp32 or table[2]
+        return Peaks(bandwidth[0] if bandwidth else None, bandwidth[1] if bandwidth else None,
+                     tensor, tf32, fp32, source)
+    gflops, gbs = measure_cpu_peaks(dtype)
+    bw = (bandwidth[0], bandwidth[1]) if bandwidth else (gbs, "measured: 64 MiB tensor copy")
+    source = "--peak-fp32-tflops" if fp32 else "measured: 512x512x512 torch.mm (MKL)"
+    return Peaks(bw[0], bw[1], None, None, fp32 or gflops / 1e3, source)
+
+
 @contextlib.contextmanager
 def _inductor_cache(cold: bool) -> Iterator[str]:
     """With ``cold``, point inductor at an empty temporary cache (restored afterwards)."""
@@ -643,14 +796,17 @@ def _inductor_cache(cold: bool) -> Iterator[str]:
 def run(args: argparse.Namespace, command: str | None = None) -> int:
     """Run every (shape, mode), print the table, write JSON / Markdown; returns an exit code
     (1 when an implementation failed or disagreed with the eager reference)."""
-    from mmfuse.bench.report import print_table, result_table, results_markdown
+    from mmfuse.bench.report import print_table, result_table, results_markdown, roofline_table
     from mmfuse.utils.io import atomic_write_text
 
     config = resolve_config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(config.device), DTYPES[config.dtype]
-    env = environment(device, dtype, _peak_bandwidth(args, device))
+    bandwidth = _peak_bandwidth(args, device)
+    env = environment(device, dtype, bandwidth)
+    peaks = _roofline_peaks(args, device, dtype, bandwidth)
+    env["roofline_peaks"] = asdict(peaks)
     load_start = load_average()
     started = time.perf_counter()
     results: list[CaseResult] = []
@@ -658,7 +814,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         env["inductor_cache"] = cache
         for shape in config.shapes:
             for mode in config.modes:
-                results += run_case(AttnShape.parse(shape), mode, config, env["peak_bandwidth_gbs"])
+                results += run_case(AttnShape.parse(shape), mode, config, env["peak_bandwidth_gbs"], peaks)
     if load_start is not None:
         env["load_avg"] = [load_start, load_average()]
     payload = {
@@ -672,6 +828,9 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         "results": [asdict(r) for r in results],
     }
     print_table(result_table(payload))
+    roof = roofline_table(payload)
+    if roof is not None:
+        print_table(roof)
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -238,8 +238,9 @@ def _environment() -> dict[str, Any]:
 
 
 def _print_table(results: list[BenchResult]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from mmfuse.utils.console import console
 
     reference = {(r.config.device, r.config.preset): r for r in results if r.config.impl == "reference" and r.available}
     table = Table(title="RADM train step (forward + backward + AdamW)")
@@ -257,7 +258,7 @@ def _print_table(results: list[BenchResult]) -> None:
         table.add_row(c.device, c.preset, c.impl, c.amp, str(c.batch_size), f"{r.samples_per_s:.1f}",
                       f"{r.step_ms:.1f}", f"{r.step_ms_min:.0f}–{r.step_ms_max:.0f}", f"{r.peak_memory_mb:.0f}",
                       speedup)
-    Console(width=140).print(table)
+    console().print(table)
     kinds = sorted({r.memory_kind for r in results if r.available})
     print("ms/step: median of the timed steps" + ("; peak memory: " + "; ".join(kinds) if kinds else ""))
 

@@ -128,6 +128,50 @@ def attn_table(payload: dict[str, Any]) -> ResultTable:
     return ResultTable(title=title, columns=columns, rows=rows, notes=notes)
 
 
+def roofline_table(payload: dict[str, Any]) -> ResultTable | None:
+    """Per (shape, mode, pass): the analytic floors and each implementation's % of the binding
+    one (schema 2 results; None for older ones without a roofline)."""
+    env = payload["environment"]
+    peaks = env.get("roofline_peaks")
+    if not peaks:
+        return None
+    by_case: dict[tuple[str, str, str], dict[str, Any]] = {}
+    pct: dict[tuple[str, str, str], list[str]] = {}
+    for r in payload["results"]:
+        for name, roof in (r.get("roofline") or {}).items():
+            key = (r["shape"], r["mode"], "fwd" if name == "forward" else "f+b")
+            if r["impl"] != "sdpa" or key not in by_case:  # SDPA moves no scores: the op's floor first
+                by_case.setdefault(key, roof)
+            share = r[name].get("pct_of_binding_floor")
+            if share is not None:
+                label = "sdpa*" if r["impl"] == "sdpa" else r["impl"]
+                pct.setdefault(key, []).append(f"{label} {share:.1f}")
+    columns = ["shape", "mode", "pass", "GFLOP", "MB", "bandwidth floor ms", "tensor-core floor ms",
+               "CUDA-core floor ms", "binding", "% of binding floor"]
+    rows = []
+    for key, roof in by_case.items():
+        rows.append([*key, fmt_num(roof["flops"] / 1e9), fmt_num(roof["bytes"] / 1e6),
+                     fmt_num(roof["bandwidth_floor_ms"]), fmt_num(roof["tensor_core_floor_ms"]),
+                     fmt_num(roof["cuda_core_floor_ms"]), roof["binding_floor"] or NONE,
+                     ", ".join(pct.get(key, [])) or NONE])
+    cpu = env["device"] == "cpu"
+    notes = [
+        "Floors of an ideal kernel: bytes (as for GB/s) over the peak bandwidth; matrix-product FLOPs "
+        "(2 per multiply-add: q.K^T and a.V forward; dA, dQ, dK, dV backward) over the tensor-core peak "
+        "(16-bit inputs; the element-wise rest on CUDA cores); all FLOPs (plus ~8 forward, ~12 backward "
+        "per score element) over the "
+        + ("measured GEMM rate" if cpu else "FP32 CUDA-core peak")
+        + ". The binding floor is the largest; % = floor / median time (100 = at the roofline).",
+        f"Peaks: {fmt_num(peaks['bandwidth_gbs'])} GB/s ({peaks['bandwidth_source']}); "
+        + (f"tensor cores {fmt_num(peaks['tensor_tflops'])} TFLOP/s, " if peaks.get("tensor_tflops") else "")
+        + f"{'GEMM' if cpu else 'FP32'} {fmt_num(peaks['fp32_tflops'] * 1e3 if cpu else peaks['fp32_tflops'])} "
+        + ("GFLOP/s" if cpu else "TFLOP/s") + f" ({peaks['compute_source']}).",
+        "sdpa*: against its own, smaller floor (it returns no scores map and reads no prev).",
+    ]
+    return ResultTable(title=f"Roofline on {env['device_name']} ({payload['config']['dtype']})", columns=columns,
+                       rows=rows, notes=notes)
+
+
 def _load_text(env: dict[str, Any]) -> str:
     load = env.get("load_avg")
     return f", load average {load[0]:.1f} → {load[1]:.1f} (start → end)" if load else ""
@@ -232,17 +276,18 @@ def to_markdown(table: ResultTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_table(table: ResultTable, width: int = 200) -> None:
-    """Print with rich, notes below the table."""
-    from rich.console import Console
+def print_table(table: ResultTable, width: int | None = None) -> None:
+    """Print with rich, notes below the table; as wide as the terminal (``COLUMNS``) unless ``width``."""
     from rich.table import Table
+
+    from mmfuse.utils.console import console as make_console
 
     out = Table(title=table.title)
     for i, column in enumerate(table.columns):
         out.add_column(column, justify="left" if i < 3 else "right")
     for row in table.rows:
         out.add_row(*row)
-    console = Console(width=width)
+    console = make_console(width=width)
     console.print(out)
     for note in table.notes:
         console.print(f"- {note}", highlight=False, markup=False)
@@ -251,7 +296,11 @@ def print_table(table: ResultTable, width: int = 200) -> None:
 def results_markdown(payload: dict[str, Any]) -> str:
     """Header (device, command) + table + notes of one results JSON, as Markdown."""
     header, table = _renderers(payload)
-    return "\n".join(header(payload)) + "\n\n" + to_markdown(table(payload))
+    text = "\n".join(header(payload)) + "\n\n" + to_markdown(table(payload))
+    roof = roofline_table(payload) if payload.get("benchmark") == "attn" else None
+    if roof is not None:
+        text += "\n" + to_markdown(roof)
+    return text
 
 
 def section_body(json_path: str, root: Path = REPO_ROOT) -> str:

@@ -24,10 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multimodal (text + image) fusion models: build, train, evaluate, inspect.",
     )
     parser.add_argument("--version", action="version", version=f"mmfuse {__version__}")
+    _add_verbosity(parser, argparse.SUPPRESS)
+    parser.set_defaults(verbose=0, quiet=0)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"mmfuse.cli.{name}_cmd").add_parser(sub)
+    for command in sub.choices.values():  # accepted before or after the command name
+        _add_verbosity(command, argparse.SUPPRESS)
     return parser
 
 
@@ -44,6 +48,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated("terminated (SIGTERM)")
 
 
+def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", default=default,
+                       help="more log output (debug messages); logs go to stderr")
+    group.add_argument("-q", "--quiet", action="count", default=default,
+                       help="less log output: -q warnings and errors only, -qq errors only")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code.
 
@@ -57,9 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mmfuse.core.registry import RegistryError
     from mmfuse.train.guards import NonFiniteLossError
+    from mmfuse.utils.console import set_verbosity, verbosity_from_flags
 
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    set_verbosity(verbosity_from_flags(getattr(args, "verbose", 0) or 0, getattr(args, "quiet", 0) or 0))
     debug = os.environ.get("MMFUSE_DEBUG", "") not in ("", "0")
     previous = None
     if threading.current_thread() is threading.main_thread():

@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_dataset_arguments(p, split_default="test", split_help="split to evaluate (default: test)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="evaluation batch size (default: 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--no-progress-bar", action="store_true", help="no progress bar on stderr")
     p.add_argument("--num-workers", type=int, default=0, metavar="N", help="DataLoader workers (default: 0)")
     p.add_argument("--output", metavar="FILE", help="also write the metrics JSON to FILE")
     p.set_defaults(func=run)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset(name, args.split, data_dir, **options)
     with tempfile.TemporaryDirectory() as scratch:  # evaluation writes nothing; the trainer wants a folder
         settings = TrainingArguments(output_dir=scratch, eval_batch_size=args.batch_size, device=device,
-                                     num_workers=args.num_workers, progress_bar=False, tensorboard=False)
+                                     num_workers=args.num_workers, progress_bar=not args.no_progress_bar, tensorboard=False)
         trainer = Trainer(trained.model, settings, eval_dataset=dataset, task=trained.task,
                           label_schema=trained.label_schema)
         metrics = trainer.evaluate()

@@ -26,15 +26,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
+    from mmfuse.utils.console import console
+
     table = Table(title="mmfuse components", show_lines=False)
-    for col in ("kind", "name", "plugin", "summary"):
-        table.add_column(col, overflow="fold")
+    for col in ("kind", "name", "plugin"):  # identifiers stay whole; the summary wraps to the terminal
+        table.add_column(col, no_wrap=True)
+    table.add_column("summary", overflow="fold", ratio=1)
     for row in rows:
         table.add_row(row["kind"], row["name"], row["plugin"], row["summary"])
-    Console(width=160).print(table)
+    console(highlight=False).print(table)
     if not rows:
         print("(no components registered)")
     return 0

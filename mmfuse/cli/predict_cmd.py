@@ -34,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_dataset_arguments(p, split_default=None, split_help="data-set split to predict (instead of --inputs)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="batch size (default: 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--no-progress-bar", action="store_true", help="no progress bar on stderr")
     p.add_argument("--output", metavar="FILE", help="write the JSON lines to FILE instead of stdout")
     p.set_defaults(func=run)
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = build_dataset(name, args.split or "test", data_dir, **options)
     with tempfile.TemporaryDirectory() as scratch:
         settings = TrainingArguments(output_dir=scratch, eval_batch_size=args.batch_size, device=device,
-                                     progress_bar=False, tensorboard=False)
+                                     progress_bar=not args.no_progress_bar, tensorboard=False)
         trainer = Trainer(trained.model, settings, task=trained.task, label_schema=trained.label_schema)
         if trainer.ctx.distributed:
             raise ConfigError("predict: runs in one process; start it without torchrun")

@@ -133,8 +133,7 @@ def _precheck_output_dir(training: TrainingArguments, resume: object) -> None:
     """Cheap checks before the data is read: the folder is writable, not busy, and not another run."""
     from mmfuse.train.run_dir import OutputDirError, RunDirLock, used_entries
 
-    with RunDirLock(training.output_dir):  # writable and not in use (released at once)
-        pass
+    RunDirLock(training.output_dir).check_available()  # writable and not in use
     used = used_entries(training.output_dir)
     if resume is None and used and not training.overwrite_output_dir:
         raise OutputDirError(

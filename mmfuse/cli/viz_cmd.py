@@ -13,7 +13,8 @@ examples:
   mmfuse viz --model radm-tiny --seed 0 --text "a red circle" --image photo.jpg --layer 0 --head 1 --out a.png
 
 The maps are the softmax of the text→image scores (stream "ti") of one interaction layer, over
-the image's patch grid; one panel per selected word. A model built from a preset (--model) has
+the image's patch grid; one panel per selected word, each with a colorbar (--shared-scale: one
+scale and colorbar for all panels). A model built from a preset (--model) has
 random weights unless the preset loads local ones: use --checkpoint for a trained model.
 """
 
@@ -48,6 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=int, default=4, help="panels per row (default: 4)")
     p.add_argument("--panel-size", type=float, default=2.5, help="panel side in inches (default: 2.5)")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (default: 100)")
+    p.add_argument("--cmap", default="viridis",
+                   help="matplotlib colormap of the heatmaps (default: viridis; magma, inferno, cividis, ...)")
+    p.add_argument("--alpha", type=float, default=0.6, help="heatmap opacity over the image, 0-1 (default: 0.6)")
+    p.add_argument("--shared-scale", action="store_true",
+                   help="one colour scale (and colorbar) for all panels instead of one per panel, so "
+                        "panels compare directly")
     p.add_argument("--device", default="cpu", help="torch device to run the model on (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init for --model (default: 0)")
     p.set_defaults(func=run)
@@ -63,22 +70,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from mmfuse.models.builder import build_model
     from mmfuse.models.checkpoint import load_pretrained
     from mmfuse.cli.common import checked_device
     from mmfuse.core.config import parse_set_overrides
+    from mmfuse.data.images import BadImageError, load_image
     from mmfuse.viz import plot_alignment, text_image_alignment
 
     overrides = parse_set_overrides(args.set)
     if not args.image.is_file():
         raise FileNotFoundError(f"--image: {str(args.image)!r} does not exist")
     try:
-        with Image.open(args.image) as img:
-            image = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"--image: cannot read {str(args.image)!r} as an image: {exc}") from exc
+        image = load_image(args.image)
+    except BadImageError as exc:
+        raise ValueError(f"--image: {exc}") from None
     checked_device(args.device, "viz")
     if args.checkpoint is not None:
         model = load_pretrained(args.checkpoint, map_location=args.device, **overrides)
@@ -87,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         model = build_model(args.model, **overrides).to(args.device)
     alignment = text_image_alignment(model, args.text, image, layer=args.layer, head=args.head)
     out = plot_alignment(alignment, args.out, tokens=args.tokens, columns=args.columns,
-                         panel_size=args.panel_size, dpi=args.dpi)
+                         panel_size=args.panel_size, dpi=args.dpi, cmap=args.cmap, alpha=args.alpha,
+                         shared_scale=args.shared_scale)
     shown = [alignment.words[i] for i in alignment.select(args.tokens)]
     print(f"wrote {out} (layer {alignment.layer}, "
           f"{'mean of heads' if alignment.head is None else f'head {alignment.head}'}; words: {' '.join(shown)})")

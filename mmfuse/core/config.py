@@ -36,7 +36,12 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r}: expected a {', '.join(CONFIG_SUFFIXES)} file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    from mmfuse.utils.io import read_text_file
+
+    try:
+        text = read_text_file(p, "config file")
+    except ValueError as exc:  # not UTF-8: names the line
+        raise ConfigError(str(exc)) from None
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -147,14 +147,17 @@ class ComponentInfo:
 
     @property
     def summary(self) -> str:
-        """The preset's or task's ``description``, else the first line of the factory's docstring."""
+        """The preset's or task's ``description``, else the first line of the factory's docstring,
+        without RST markup."""
+        from mmfuse.utils.console import plain_text
+
         if isinstance(self.factory, Mapping):
-            return str(self.factory.get("description", ""))
+            return plain_text(str(self.factory.get("description", "")))
         description = getattr(self.factory, "description", None)
         if isinstance(description, str):
-            return description
+            return plain_text(description)
         doc = getattr(self.factory, "__doc__", None) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        return plain_text(doc.strip().splitlines()[0]) if doc.strip() else ""
 
 
 class Registry:

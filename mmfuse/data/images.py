@@ -5,6 +5,16 @@ truncated JPEG passes both and only fails later, inside a DataLoader worker. Her
 decoded completely (:func:`load_image`) or, for the cheap up-front check, decoded at a reduced
 scale (:func:`check_image`, JPEG "draft" mode, which still reads every byte of the entropy-coded
 data and therefore still detects truncation).
+
+Hostile files become a :class:`BadImageError` naming the file, so they follow ``on_bad_image``
+like any corrupt image: a decompression bomb (a small file declaring a huge canvas, refused from
+its header before any pixel is decoded: more than :data:`MAX_IMAGE_PIXELS` pixels, whatever
+``PIL.Image.MAX_IMAGE_PIXELS`` is set to), oversized PNG text chunks, and any other error of a
+PIL decoder.
+
+High bit-depth images are scaled, not clipped: 16-bit grey (``I;16``, or ``I`` from a 16-bit
+PNG) maps 0..65535 to 0..255 (``round(v / 257)``), float images (``F``) in [0, 1] are scaled by
+255, so a 16-bit scan does not come out saturated white.
 """
 
 from __future__ import annotations
@@ -13,7 +23,12 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+#: Largest image (width × height) mmfuse decodes: Pillow's default bomb limit (about 89 Mpx,
+#: 0.27 GB as RGB). Larger images are reported as bad images. Raise it here if you need to.
+MAX_IMAGE_PIXELS: int = 89_478_485
 
 #: Extensions tried, in order, when an image is looked up by its stem (``<id>.jpg`` first).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
@@ -34,11 +49,21 @@ def _open_checked(path: Path) -> Image.Image:
     if not path.is_file():
         raise BadImageError(path, "not a regular file")
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            image = Image.open(path)
     except UnidentifiedImageError:
         raise BadImageError(path, "not an image PIL can identify (wrong format or corrupt header)") from None
-    except OSError as exc:
-        raise BadImageError(path, f"cannot be opened: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(path, f"decompression bomb: {exc}") from None
+    except Exception as exc:  # any decoder error on a hostile header (ValueError, SyntaxError, struct.error, ...)
+        raise BadImageError(path, f"cannot be opened: {type(exc).__name__}: {exc}") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS or width <= 0 or height <= 0:
+        image.close()
+        raise BadImageError(path, f"declares {width}×{height} = {width * height} pixels, more than the "
+                            f"{MAX_IMAGE_PIXELS} allowed (decompression-bomb guard, mmfuse.data.images.MAX_IMAGE_PIXELS)")
+    return image
 
 
 def _decode(path: Path, image: Image.Image) -> None:
@@ -48,9 +73,31 @@ def _decode(path: Path, image: Image.Image) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()
     except Image.DecompressionBombError as exc:
-        raise BadImageError(path, f"too large to decode safely: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImageError(path, f"corrupt or truncated image data: {exc}") from exc
+        raise BadImageError(path, f"too large to decode safely: {exc}") from None
+    except MemoryError:
+        raise BadImageError(path, "too large to decode (out of memory)") from None
+    except Exception as exc:  # OSError, SyntaxError, ValueError, EOFError, struct.error, ...
+        raise BadImageError(path, f"corrupt or truncated image data: {type(exc).__name__}: {exc}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, scaling high bit-depth grey (``I;16*``, ``I``) and float (``F``)
+    images to 0..255 instead of clipping them (see the module docstring)."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        if mode == "I" and values.size and values.max() <= 255 and values.min() >= 0:
+            grey = values  # an 8-bit image stored as 32-bit ints
+        else:
+            grey = np.clip(values, 0, 65535) / 257.0
+        return Image.fromarray(np.rint(grey).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8), "L").convert("RGB")
+    if mode == "RGB":
+        return image.copy() if image.readonly else image
+    return image.convert("RGB")
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -62,7 +109,11 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     p = Path(path)
     with _open_checked(p) as image:
         _decode(p, image)
-        rgb = image.convert("RGB")
+        try:
+            rgb = to_rgb(image)
+            rgb.load()
+        except Exception as exc:  # an exotic mode PIL cannot convert
+            raise BadImageError(p, f"cannot be converted to RGB (mode {image.mode}): {exc}") from None
     return rgb
 
 

@@ -22,7 +22,10 @@ from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 from torch import nn
 
+from mmfuse.utils.console import get_logger
 from mmfuse.utils.io import atomic_write_text, atomic_write_with, json_dumps, read_json_file
+
+logger = get_logger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -37,11 +40,11 @@ def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
         return path
     if (path / RUN_MODEL_DIR / CONFIG_NAME).is_file():
         return path / RUN_MODEL_DIR
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    reason = "the folder does not exist" if not path.exists() else (
+        "expected a model folder written by save_pretrained, or a training run folder")
     raise FileNotFoundError(
-        f"checkpoint {str(path)!r}: no {CONFIG_NAME} in it or in {str(path / RUN_MODEL_DIR)!r} (expected a "
-        f"model folder written by save_pretrained, or a training run folder)"
+        f"checkpoint {str(path)!r}: no {CONFIG_NAME}; neither it nor {str(path / RUN_MODEL_DIR)!r} holds a "
+        f"trained model ({reason})"
     )
 
 
@@ -66,6 +69,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], config:
     # shared (tied) tensors are handled by safetensors' save_model
     atomic_write_with(out / WEIGHTS_NAME, lambda tmp: st_save_model(model, str(tmp)))
     atomic_write_text(out / CONFIG_NAME, json_dumps(config, indent=2) + "\n")
+    logger.debug("saved %s model to %s", config.get("model"), out)
     return out
 
 
@@ -99,7 +103,7 @@ def check_weights_file(path: str | os.PathLike[str], model: nn.Module) -> None:
         raise FileNotFoundError(f"checkpoint {str(path.parent)!r}: no {path.name}")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint file {str(path)!r}: not a readable safetensors file "
                               f"(truncated or corrupt): {exc}") from None
@@ -163,6 +167,7 @@ def load_pretrained(
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {str(directory)!r}: no {WEIGHTS_NAME}")
     check_plugins_available(config.pop(METADATA_KEY, None), f"checkpoint {str(directory)!r}")
+    logger.debug("loading %s model from %s", config.get("model"), directory)
     try:
         with checkpoint_root(directory):
             model = build_model(config, **overrides)

@@ -13,7 +13,11 @@ Per batch b, head h and query row i (V = the valid keys of the row)::
                        g = sigmoid(gate_weight[h] * c + gate_bias[h])
                        n = (g * s + p) / 2
     a = softmax(n over V), 0 on masked keys (all-zero for a row without valid keys)
-    out_i = sum_j a_j v_j ;  scores = n
+    out_i = sum_{j in V} a_j v_j ;  scores = n
+
+Non-finite values: NaN / inf at a valid position propagate to the row's ``out`` and
+``scores`` (IEEE arithmetic); values at masked keys are selected away with ``where`` and never
+reach the valid outputs; the cosine is computed from row-max-scaled vectors (no overflow).
 """
 
 from __future__ import annotations
@@ -31,17 +35,29 @@ COSINE_EPS = 1e-8
 def _cosine(s: Tensor, p: Tensor, valid: Tensor) -> Tensor:
     """Cosine of ``s`` and ``p`` over the valid keys of each row: [B, H, Lq, Lk] → [B, H, Lq].
 
-    When the norm product is below ``COSINE_EPS`` the denominator is clamped and, as the
-    contract says, no gradient flows through the cosine (its value is ``dot / eps``).
+    Masked keys are *selected* away (``where``), so an inf or NaN there cannot reach the
+    result. Each vector is divided by its row's largest |value| before the products, so the
+    squares cannot overflow (float32 stays exact-ish for |s|, |p| up to 1e18 and beyond); the
+    ``COSINE_EPS`` clamp applies to the true norm product. When that product is below
+    ``COSINE_EPS`` the denominator is clamped and, as the contract says, no gradient flows
+    through the cosine (its value is ``dot / eps``). NaN or inf at a valid key gives NaN.
     """
-    s_v = s * valid
-    p_v = p * valid
-    dot = (s_v * p_v).sum(-1)
-    norm_sq = (s_v * s_v).sum(-1) * (p_v * p_v).sum(-1)
-    clamped = norm_sq < COSINE_EPS**2
-    # sqrt only of safe values, so that the unused branch cannot produce inf/NaN gradients
-    safe_norm = torch.where(clamped, torch.ones_like(norm_sq), norm_sq).sqrt()
-    return torch.where(clamped, dot.detach() / COSINE_EPS, dot / safe_norm)
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
+    s_v = torch.where(valid, s, zero)
+    p_v = torch.where(valid, p, zero)
+    # row scales (constants for autograd: the cosine does not depend on them)
+    ms = s_v.detach().abs().amax(-1, keepdim=True)
+    mp = p_v.detach().abs().amax(-1, keepdim=True)
+    ms_div = torch.where(ms > 0, ms, torch.ones_like(ms))
+    mp_div = torch.where(mp > 0, mp, torch.ones_like(mp))
+    s_h, p_h = s_v / ms_div, p_v / mp_div
+    dot_h = (s_h * p_h).sum(-1)
+    norm_h = (s_h * s_h).sum(-1).sqrt() * (p_h * p_h).sum(-1).sqrt()
+    row_scale = (ms_div * mp_div).squeeze(-1)
+    clamped = norm_h * row_scale < COSINE_EPS
+    # divide only by safe values, so that the unused branch cannot produce inf/NaN gradients
+    safe_norm = torch.where(clamped, torch.ones_like(norm_h), norm_h)
+    return torch.where(clamped, (dot_h * row_scale).detach() / COSINE_EPS, dot_h / safe_norm)
 
 
 def gated_residual_attention_reference(
@@ -76,7 +92,7 @@ def gated_residual_attention_reference(
         if mode == "residual":
             n = s + p
         else:  # gated
-            c = _cosine(s, p, valid.to(compute_dtype))  # [B, H, Lq]
+            c = _cosine(s, p, valid)  # [B, H, Lq]
             w = gate_weight.to(compute_dtype).view(1, H, 1)
             b = gate_bias.to(compute_dtype).view(1, H, 1)
             g = torch.sigmoid(w * c + b)
@@ -85,8 +101,11 @@ def gated_residual_attention_reference(
     valid_full = valid.expand(B, H, Lq, Lk)
     row_has_key = valid_full.any(-1, keepdim=True)
     # masked keys get -inf; rows without any valid key get finite logits and are zeroed below,
-    # so neither the forward nor the backward ever sees NaN.
+    # so a fully masked row never produces NaN. Everything at masked keys is selected away
+    # (never multiplied by the mask: inf * 0 = NaN), so it cannot reach the valid outputs.
     logits = torch.where(valid_full, n, torch.where(row_has_key, float("-inf"), 0.0))
-    a = torch.softmax(logits, dim=-1) * valid_full
+    a = torch.where(valid_full, torch.softmax(logits, dim=-1), 0.0)
+    if key_mask is not None:
+        v = torch.where(valid.transpose(-1, -2), v, 0.0)  # v rows of masked keys: [B, 1, Lk, 1]
     out = torch.matmul(a, v)
     return out.to(out_dtype), n.to(out_dtype)

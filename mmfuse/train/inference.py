@@ -78,6 +78,8 @@ class JsonlInputs(Dataset):
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{where}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{where}: expected an object {{\"text\": ..., \"image\": ...}}, got {type(row).__name__}")
             for key in ("text", "image"):

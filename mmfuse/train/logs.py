@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mmfuse.utils.io import json_dumps, read_text_file
+from mmfuse.utils.io import WriteError, json_dumps, read_text_file
 
 LOGS_DIR = "logs"
 JSONL_NAME = "train.jsonl"
@@ -53,8 +53,11 @@ class RunLogger:
         if not self.enabled:
             return record
         assert self._file is not None
-        self._file.write(json_dumps(record, sort_keys=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json_dumps(record, sort_keys=False) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk: name the file
+            raise WriteError(self.log_dir / JSONL_NAME, exc) from None
         if self.writer is not None:
             for key, value in values.items():
                 if isinstance(value, numbers.Real) and not isinstance(value, bool) and key != "epoch" \

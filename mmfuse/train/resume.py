@@ -25,6 +25,7 @@ from typing import Any
 
 from mmfuse.models.checkpoint import CONFIG_NAME
 from mmfuse.core.config import ConfigError
+from mmfuse.core.provenance import METADATA_KEY
 from mmfuse.utils.io import read_json_file
 
 #: run_info keys that may differ on resume
@@ -83,8 +84,10 @@ def check_resume(
     if saved_state.world_size != world_size:
         changed.append(f"world size ({saved_state.world_size} → {world_size})")
     if model_config is not None and (checkpoint / CONFIG_NAME).is_file():
-        changed += differences(read_json_file(checkpoint / CONFIG_NAME, "checkpoint file"), model_config,
-                               "model config")
+        saved_config = read_json_file(checkpoint / CONFIG_NAME, "checkpoint file")
+        if isinstance(saved_config, dict):  # the provenance record (mmfuse version, plugins) may change
+            saved_config = {k: v for k, v in saved_config.items() if k != METADATA_KEY}
+        changed += differences(saved_config, model_config, "model config")
     if saved_task_info is not None:
         changed += differences(saved_task_info, task_info, "run", ignore=RUN_INFO_MAY_CHANGE)
     saved_samples = getattr(saved_state, "num_samples", None) or {}

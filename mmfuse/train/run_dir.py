@@ -130,6 +130,23 @@ class RunDirLock:
         self._fd = fd
         return self
 
+    def check_available(self) -> None:
+        """Raise :class:`OutputDirError` if another run holds the folder; takes nothing, changes
+        nothing (a stale holder record stays for :meth:`acquire` to report)."""
+        check_writable_dir(self.output_dir, "training.output_dir")
+        if not self.path.exists():
+            return
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            if not _lock(fd):
+                raise OutputDirError(
+                    f"training.output_dir: {str(self.output_dir)!r} is in use by another mmfuse run "
+                    f"({_describe(_read_record(fd))}); wait for it to finish, or use another --output-dir"
+                )
+            _unlock(fd)
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self._fd is None:
             return

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,8 +29,10 @@ from torch.utils.data import Dataset
 
 from mmfuse.models.checkpoint import load_weights
 from mmfuse.core.config import ConfigError
+from mmfuse.core.portable import portable_config
+from mmfuse.core.provenance import METADATA_KEY
 from mmfuse.train import checkpointing as ckpt
-from mmfuse.train import run_dir
+from mmfuse.train import console, run_dir
 from mmfuse.train.arguments import SCHEDULE_FIELDS, TrainingArguments
 from mmfuse.train.distributed import (
     DistributedContext,
@@ -71,9 +75,36 @@ class TrainerState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainerState:
+    def from_dict(cls, values: Mapping[str, Any], source: str = "trainer_state.json") -> TrainerState:
+        """Build from a ``trainer_state.json`` mapping, checking every field (a hand-edited or hostile
+        file is refused with a line naming ``source`` and the field, not a later crash)."""
+        from mmfuse.models.checkpoint import CheckpointError
+
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        state = cls(**{k: v for k, v in values.items() if k in known})
+
+        def bad(field: str, expected: str) -> CheckpointError:
+            return CheckpointError(f"checkpoint file {source!r}: {field}: expected {expected}, "
+                                   f"got {getattr(state, field)!r}")
+
+        for field in ("global_step", "epoch", "batches_in_epoch", "total_steps", "evaluations_without_improvement",
+                      "nonfinite_steps_skipped"):
+            value = getattr(state, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(field, "an int >= 0")
+        if isinstance(state.world_size, bool) or not isinstance(state.world_size, int) or state.world_size < 1:
+            raise bad("world_size", "an int >= 1")
+        if state.best_metric is not None and (isinstance(state.best_metric, bool)
+                                              or not isinstance(state.best_metric, (int, float))):
+            raise bad("best_metric", "a number or null")
+        if state.best_checkpoint is not None and not (isinstance(state.best_checkpoint, str)
+                                                      and re.fullmatch(r"checkpoint-[0-9]+", state.best_checkpoint)):
+            raise bad("best_checkpoint", "a name checkpoint-<step> or null")
+        if not isinstance(state.stopped_early, bool):
+            raise bad("stopped_early", "true or false")
+        if not isinstance(state.args, dict) or not isinstance(state.num_samples, dict):
+            raise bad("args", "an object")
+        return state
 
 
 @dataclasses.dataclass
@@ -239,8 +270,9 @@ class Trainer:
         else:
             evaluator = self.task.build_evaluator(self.label_schema)
         totals = torch.zeros(2, dtype=torch.float64)  # loss · rows, rows with a loss
+        loader = self.evaluation_loader(dataset)
         try:
-            for batch in self.evaluation_loader(dataset):
+            for batch in console.eval_progress(loader, len(loader), self.ctx.is_main and self.args.progress_bar):
                 if batch is None:
                     continue
                 batch = move_to_device(batch, self.ctx.device)
@@ -266,8 +298,9 @@ class Trainer:
         was_training = model.training
         model.eval()
         rows: list[dict[str, Any]] = []
+        loader = self.evaluation_loader(dataset, return_ids=True)
         try:
-            for batch in self.evaluation_loader(dataset, return_ids=True):
+            for batch in console.eval_progress(loader, len(loader), self.ctx.is_main and self.args.progress_bar):
                 if batch is None:
                     continue
                 batch = move_to_device(batch, self.ctx.device)
@@ -309,13 +342,25 @@ class Trainer:
         return {name: (len(d) if d is not None else None)  # type: ignore[arg-type]
                 for name, d in (("train", self.train_dataset), ("eval", self.eval_dataset))}
 
+    def _saved_model_config(self) -> dict[str, Any] | None:
+        """The model config as a checkpoint stores it (portable, without the provenance record), so that
+        it compares equal to the ``config.json`` of a checkpoint of the same model."""
+        model = _unwrap(self.model)
+        config = getattr(model, "mmfuse_config", None)
+        if config is None:
+            return None
+        with tempfile.TemporaryDirectory() as scratch:  # portable_config may write tokenizer files
+            saved = portable_config(model, config, scratch)
+        saved.pop(METADATA_KEY, None)
+        return saved
+
     def _check_resumable(self, saved: TrainerState, path: Path) -> None:
         """Refuse a checkpoint written with other settings, model, data or task (:mod:`mmfuse.train.resume`)."""
         task_file = path / ckpt.TASK_NAME
         saved_task = ckpt.read_json_file(task_file, "checkpoint file") if task_file.is_file() else None
         check_resume(
             path, saved, args=self.args, schedule_fields=SCHEDULE_FIELDS, world_size=self.ctx.world_size,
-            model_config=getattr(_unwrap(self.model), "mmfuse_config", None), task_info=self.task_info,
+            model_config=self._saved_model_config(), task_info=self.task_info,
             saved_task_info=saved_task, num_samples=self._num_samples(),
         )
 
@@ -373,7 +418,6 @@ class Trainer:
         """Train; ``resume_from_checkpoint``: True (latest in ``output_dir``), a checkpoint or an output_dir."""
         if self.train_dataset is None:
             raise ValueError("train: the Trainer has no train_dataset")
-        args, ctx = self.args, self.ctx
         if len(self.train_dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("train_dataset: is empty")
         resume_path = self._resolve_resume(resume_from_checkpoint)
@@ -401,7 +445,8 @@ class Trainer:
                              num_samples=self._num_samples())
         if resume_path is not None:
             ckpt.check_not_legacy(resume_path)
-            saved = TrainerState.from_dict(ckpt.load_trainer_state(resume_path))
+            saved = TrainerState.from_dict(ckpt.load_trainer_state(resume_path),
+                                           str(resume_path / ckpt.TRAINER_STATE_NAME))
             self._check_resumable(saved, resume_path)
             ckpt.load_training_checkpoint(
                 resume_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ctx=ctx
@@ -442,6 +487,7 @@ class Trainer:
     def _loop(self, wrapped: nn.Module, batches_per_epoch: int) -> None:
         args, state = self.args, self.state
         progress = self._progress_bar(state)
+        loop_start = time.perf_counter()
         window_sums: dict[str, float] = {}
         window_rows, window_start = 0, time.perf_counter()
         try:
@@ -465,6 +511,9 @@ class Trainer:
                         record = self._log_train(window_sums, window_rows, window_start, grad_norm, batches_per_epoch)
                         if record.get("loss") is not None:
                             progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                        if self.ctx.is_main and not args.progress_bar:  # no bar: a line per logging window
+                            console.log_training(state.global_step, state.total_steps, record,
+                                                 time.perf_counter() - loop_start)
                         window_sums, window_rows, window_start = {}, 0, time.perf_counter()
                     self._maybe_evaluate_and_save(epoch_done, last, batches_per_epoch)
                     for callback in self.callbacks:
@@ -600,6 +649,9 @@ class Trainer:
                 if patience is not None and state.evaluations_without_improvement >= patience:
                     state.stopped_early = True
             epoch = round(state.epoch + state.batches_in_epoch / batches_per_epoch, 4)
+            if self.ctx.is_main:
+                console.log_evaluation(state.global_step, state.total_steps, epoch, metrics, self.metric_name,
+                                       state.best_metric)
             self.logger.log("eval", state.global_step, {"epoch": epoch, **metrics,  # type: ignore[union-attr]
                                                          f"best_{self.metric_name}": state.best_metric})
             for callback in self.callbacks:
@@ -664,6 +716,8 @@ class Trainer:
             metrics = self.evaluate(select=True)
             self.logger.log("final", state.global_step, {"checkpoint": state.best_checkpoint if args.load_best_model_at_end  # type: ignore[union-attr]
                                                          else None, **metrics})
+            if ctx.is_main:
+                console.log_final(state.best_checkpoint if args.load_best_model_at_end else None, metrics)
         if "loss" in metrics and not math.isfinite(metrics["loss"]):
             last = state.best_checkpoint if args.load_best_model_at_end else None
             raise NonFiniteLossError(
@@ -686,5 +740,6 @@ class Trainer:
 
         return tqdm(
             total=state.total_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
-            disable=not (self.ctx.is_main and self.args.progress_bar),
+            # None: tqdm shows the bar only on a terminal, so redirected stderr keeps just messages
+            disable=True if not (self.ctx.is_main and self.args.progress_bar) else None,
         )

@@ -168,8 +168,11 @@ def read_json_file(path: str | os.PathLike[str], what: str = "file") -> Any:
     text = read_text_file(path, what)
     try:
         return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} {str(path)!r}: JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
-        hint = " (truncated?)" if exc.pos >= len(text.rstrip()) else ""
+        ending = text.rstrip()[-1:]
+        hint = " (truncated?)" if exc.pos >= len(text.rstrip()) or ending not in ("}", "]", '"') else ""
         raise ValueError(f"{what} {str(path)!r}: not valid JSON{hint}: {exc.msg} at line {exc.lineno} "
                          f"column {exc.colno}") from None
 

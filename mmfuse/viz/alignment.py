@@ -164,44 +164,85 @@ def plot_alignment(
     columns: int = 4,
     panel_size: float = 2.5,
     dpi: int = 100,
-    cmap: str = "jet",
-    alpha: float = 0.5,
+    cmap: str = "viridis",
+    alpha: float = 0.6,
+    shared_scale: bool = False,
 ) -> Path:
-    """Draw the maps of ``tokens`` (default: every word) over the image and save a PNG.
-
-    The figure is ``min(n, columns)`` panels wide and ``ceil(n / columns)`` high, each panel
-    ``panel_size`` inches square at ``dpi``: e.g. 3 words at the defaults give a 750×250 PNG.
-    Each map is scaled to its own maximum (given in the panel's title).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
+    """Draw the maps of ``tokens`` (default: every word) over the image and save a PNG
+    (the figure of :func:`alignment_figure`, which documents the options)."""
     from mmfuse.utils.io import atomic_path
 
-    if columns < 1 or panel_size <= 0 or dpi < 1:
-        raise ValueError(f"columns, panel_size, dpi: expected positive values, got {columns}, {panel_size}, {dpi}")
-    selected = alignment.select(tokens)
-    n_cols = min(len(selected), columns)
-    n_rows = -(-len(selected) // n_cols)
-    figure = Figure(figsize=(n_cols * panel_size, n_rows * panel_size), dpi=dpi)
-    width, height = alignment.image.size
-    axes = figure.subplots(n_rows, n_cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, index in zip(axes.flat, selected):
-        heat = alignment.maps[index]
-        peak = float(heat.max())
-        ax.imshow(alignment.image, extent=(0, width, height, 0))
-        ax.imshow(heat.numpy(), cmap=cmap, alpha=alpha, extent=(0, width, height, 0), interpolation="bilinear",
-                  vmin=0.0, vmax=peak if peak > 0 else 1.0)
-        ax.set_title(f"{alignment.words[index]} (max {peak:.2f})", fontsize=9)
-    head = "mean of heads" if alignment.head is None else f"head {alignment.head}"
-    figure.suptitle(f"text→image attention, layer {alignment.layer}, {head}", fontsize=9)
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.8 if n_rows == 1 else 0.9, wspace=0.05,
-                           hspace=0.25)
+    figure = alignment_figure(alignment, tokens, columns=columns, panel_size=panel_size, dpi=dpi, cmap=cmap,
+                              alpha=alpha, shared_scale=shared_scale)
     out = Path(path)
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
     return out
+
+
+def alignment_figure(
+    alignment: AlignmentMaps,
+    tokens: Sequence[str | int] | None = None,
+    columns: int = 4,
+    panel_size: float = 2.5,
+    dpi: int = 100,
+    cmap: str = "viridis",
+    alpha: float = 0.6,
+    shared_scale: bool = False,
+) -> Any:
+    """A matplotlib ``Figure`` of the maps of ``tokens`` (default: every word) over the image.
+
+    The figure is ``min(n, columns)`` panels wide and ``ceil(n / columns)`` high, each panel
+    ``panel_size`` inches square at ``dpi``: e.g. 3 words at the defaults give a 750×250 PNG.
+    Each map is scaled to its own maximum, with a colorbar per panel; ``shared_scale=True``
+    uses one scale (0 to the largest weight of the shown maps) and one colorbar for all panels,
+    so panels compare directly. ``cmap`` is a matplotlib colormap (default the perceptually
+    uniform ``viridis``), ``alpha`` the heatmap's opacity over the image.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if columns < 1 or panel_size <= 0 or dpi < 1:
+        raise ValueError(f"columns, panel_size, dpi: expected positive values, got {columns}, {panel_size}, {dpi}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected an opacity in [0, 1], got {alpha}")
+    if cmap not in colormaps:
+        raise ValueError(f"cmap: {cmap!r} is not a matplotlib colormap (e.g. viridis, magma, inferno, cividis)")
+    selected = alignment.select(tokens)
+    n_cols = min(len(selected), columns)
+    n_rows = -(-len(selected) // n_cols)
+    # constrained layout leaves room for the colorbars' tick labels and the title at any panel count
+    figure = Figure(figsize=(n_cols * panel_size, n_rows * panel_size), dpi=dpi, layout="constrained")
+    width, height = alignment.image.size
+    axes = figure.subplots(n_rows, n_cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    shared_max = max(float(alignment.maps[i].max()) for i in selected)
+    image = None
+    for ax, index in zip(axes.flat, selected):
+        heat = alignment.maps[index]
+        peak = float(heat.max())
+        top = shared_max if shared_scale else peak
+        ax.imshow(alignment.image, extent=(0, width, height, 0))
+        image = ax.imshow(heat.numpy(), cmap=cmap, alpha=alpha, extent=(0, width, height, 0),
+                          interpolation="bilinear", vmin=0.0, vmax=top if top > 0 else 1.0)
+        ax.set_title(f"{alignment.words[index]} (max {peak:.3g})", fontsize=9)
+        if not shared_scale:
+            bar = figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+            bar.ax.yaxis.set_major_locator(MaxNLocator(4))
+            bar.ax.tick_params(labelsize=6)
+            bar.solids.set_alpha(1.0)
+    if shared_scale and image is not None:
+        bar = figure.colorbar(image, ax=list(axes.flat), fraction=0.03, pad=0.02)
+        bar.set_label("attention weight", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        bar.solids.set_alpha(1.0)
+    head = "mean of heads" if alignment.head is None else f"head {alignment.head}"
+    scale = "one scale for all panels" if shared_scale else "each panel scaled to its maximum"
+    title = f"text→image attention, layer {alignment.layer}, {head}"
+    figure.suptitle(f"{title} ({scale})" if n_cols > 2 else f"{title}\n({scale})", fontsize=9)
+    return figure

@@ -10,6 +10,13 @@
 // memory and the workspaces are filled with NaN before use, so a read of anything that was
 // never written shows up in the results.
 //
+// Tensor cores: nvcuda::wmma 16x16x16 fragments (matrix_a / matrix_b with row_major or
+// col_major, float accumulators). Each lane holds 8 elements of a fragment in an order of the
+// emulator's choosing (here: lane l holds elements 8l .. 8l+7 of the tile in a *shuffled*
+// order, so code that reads fragment elements directly cannot pass); mma_sync is a warp
+// collective: the lanes publish their elements, wait for the whole warp, each computes its own
+// 8 results in float (products of the 16-bit values are exact in float), and wait again.
+//
 // Not modelled: concurrency between blocks (they run one after another), memory-model
 // subtleties beyond barriers, warp-synchronous code without explicit synchronisation,
 // performance. Used only by the tests (tests/test_op_cuda_emulated.py); never by the build.
@@ -26,6 +33,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 struct dim3 {
@@ -55,7 +63,8 @@ struct Block {
   std::vector<ucontext_t> contexts;
   std::vector<Wait> wait;
   std::vector<std::unique_ptr<char[]>> stacks;
-  std::vector<float> exchange;  // shuffle slots, one per thread
+  std::vector<double> exchange;  // shuffle slots, one per thread (float and double values)
+  std::vector<float> mma_exchange;  // per warp: the A, B, C tiles of an mma_sync (3 x 256)
   std::vector<float4> smem;     // 16-byte aligned dynamic shared memory
   const std::function<void()>* body = nullptr;
 };
@@ -78,13 +87,14 @@ inline void wait_at(Wait w) {
   swapcontext(&b->contexts[t], &b->scheduler);
 }
 
-inline float shfl_xor(float v, int lane_mask) {
+template <typename T>
+inline T shfl_xor(T v, int lane_mask) {
   Block* b = active();
   const unsigned t = b->current;
   b->exchange[t] = v;
   wait_at(Wait::kWarpBarrier);
   const unsigned src = (t & ~(kEmuWarpSize - 1)) | ((t & (kEmuWarpSize - 1)) ^ static_cast<unsigned>(lane_mask));
-  const float r = b->exchange[src];
+  const T r = static_cast<T>(b->exchange[src]);
   wait_at(Wait::kWarpBarrier);
   return r;
 }
@@ -155,7 +165,8 @@ inline void launch(unsigned grid, unsigned threads, size_t smem_bytes, const std
   b.body = &body;
   b.contexts.resize(threads);
   b.wait.assign(threads, Wait::kDone);
-  b.exchange.assign(threads, 0.f);
+  b.exchange.assign(threads, 0.0);
+  b.mma_exchange.assign(threads / kEmuWarpSize * 3 * 256, 0.f);
   for (unsigned t = 0; t < threads; ++t) b.stacks.emplace_back(new char[kStackBytes]);
   b.smem.resize((smem_bytes + sizeof(float4) - 1) / sizeof(float4));
   std::mt19937 rng(seed);
@@ -193,3 +204,111 @@ inline void __syncthreads() { ::gra_emu::wait_at(::gra_emu::Wait::kBlockBarrier)
 inline float __shfl_xor_sync(unsigned /*mask: full warps only*/, float v, int lane_mask, int /*width*/ = 32) {
   return ::gra_emu::shfl_xor(v, lane_mask);
 }
+inline double __shfl_xor_sync(unsigned /*mask: full warps only*/, double v, int lane_mask, int /*width*/ = 32) {
+  return ::gra_emu::shfl_xor(v, lane_mask);
+}
+
+// ------------------------------------------------------------------------------------------
+// nvcuda::wmma, warp-collective 16x16x16 fragments
+
+namespace nvcuda {
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+namespace detail {
+constexpr int kTile = 16, kPerLane = 8;
+inline unsigned lane() { return ::gra_emu::active()->current % ::gra_emu::kEmuWarpSize; }
+inline unsigned warp() { return ::gra_emu::active()->current / ::gra_emu::kEmuWarpSize; }
+// The tile position (row, col) of element e of this lane's fragment: a fixed permutation of
+// the 256 positions that is not the natural order.
+inline void position(unsigned lane, int e, int& row, int& col) {
+  const int linear = static_cast<int>((lane * kPerLane + static_cast<unsigned>(e)) * 37u % 256u);
+  row = linear / kTile;
+  col = linear % kTile;
+}
+}  // namespace detail
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulator models 16x16x16 fragments only");
+  static constexpr int num_elements = detail::kPerLane;
+  T x[num_elements];
+};
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, const T& value) {
+  for (auto& e : f.x) e = value;
+}
+template <typename Use, int M, int N, int K, typename T, typename Layout, typename V>
+inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, const V& value) {
+  for (auto& e : f.x) e = static_cast<T>(value);
+}
+
+// matrix_a / matrix_b: the layout is part of the fragment type.
+template <typename Use, typename T, typename Layout>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* ptr, unsigned ldm) {
+  static_assert(std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>, "matrix fragments only");
+  const unsigned lane = detail::lane();
+  for (int e = 0; e < detail::kPerLane; ++e) {
+    int r, c;
+    detail::position(lane, e, r, c);
+    f.x[e] = std::is_same_v<Layout, row_major> ? ptr[r * ldm + c] : ptr[c * ldm + r];
+  }
+}
+
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* ptr, unsigned ldm,
+                             layout_t layout) {
+  const unsigned lane = detail::lane();
+  for (int e = 0; e < detail::kPerLane; ++e) {
+    int r, c;
+    detail::position(lane, e, r, c);
+    f.x[e] = layout == mem_row_major ? ptr[r * ldm + c] : ptr[c * ldm + r];
+  }
+}
+
+inline void store_matrix_sync(float* ptr, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
+                              layout_t layout) {
+  const unsigned lane = detail::lane();
+  for (int e = 0; e < detail::kPerLane; ++e) {
+    int r, c;
+    detail::position(lane, e, r, c);
+    (layout == mem_row_major ? ptr[r * ldm + c] : ptr[c * ldm + r]) = f.x[e];
+  }
+}
+
+// d = a . b + c, a warp collective (every lane of the warp must call it).
+template <typename T, typename LA, typename LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  ::gra_emu::Block* blk = ::gra_emu::active();
+  const unsigned lane = detail::lane();
+  float* ex = blk->mma_exchange.data() + detail::warp() * 3 * 256;
+  float *A = ex, *Bm = ex + 256, *C = ex + 512;
+  for (int e = 0; e < detail::kPerLane; ++e) {
+    int r, col;
+    detail::position(lane, e, r, col);
+    A[r * 16 + col] = static_cast<float>(a.x[e]);
+    Bm[r * 16 + col] = static_cast<float>(b.x[e]);
+    C[r * 16 + col] = c.x[e];
+  }
+  ::gra_emu::wait_at(::gra_emu::Wait::kWarpBarrier);
+  float result[detail::kPerLane];
+  for (int e = 0; e < detail::kPerLane; ++e) {
+    int r, col;
+    detail::position(lane, e, r, col);
+    float acc = C[r * 16 + col];
+    for (int k = 0; k < 16; ++k) acc += A[r * 16 + k] * Bm[k * 16 + col];
+    result[e] = acc;
+  }
+  ::gra_emu::wait_at(::gra_emu::Wait::kWarpBarrier);  // all lanes have read the tiles
+  for (int e = 0; e < detail::kPerLane; ++e) d.x[e] = result[e];
+}
+
+}  // namespace wmma
+}  // namespace nvcuda

@@ -30,7 +30,9 @@ struct EmulatorConfig {
   int64_t smem_limit = 227 * 1024;  // an H100's opt-in limit per block
   gra_emu::Schedule schedule = gra_emu::kAscending;
   unsigned seed = 0;
+  bool tensor_cores = true;  // float16 / bfloat16 through the tensor-core kernels (as on a GPU)
   int64_t launches = 0;
+  bool last_tensor_cores = false;
   bool last_rows_in_smem = true;
 };
 
@@ -53,6 +55,7 @@ struct EmulatorBackend {
     EmulatorConfig& c = config();
     c.launches += 1;
     c.last_rows_in_smem = p.in.layout.rows_in_smem;
+    c.last_tensor_cores = false;
     TORCH_CHECK(p.in.layout.smem_bytes <= c.smem_limit, "emulator: layout exceeds the shared-memory limit");
     gra_emu::launch(static_cast<unsigned>(grid), kThreads, static_cast<size_t>(p.in.layout.smem_bytes),
                     [&] { kernel(p); }, c.schedule, c.seed);
@@ -65,6 +68,19 @@ struct EmulatorBackend {
   static void launch_backward(const GraBackwardParams<scalar_t>& p, int64_t grid) {
     run(p, grid, gra_backward_kernel<scalar_t>);
   }
+  static bool use_tensor_cores(at::ScalarType dtype) {
+    return config().tensor_cores && (dtype == at::kHalf || dtype == at::kBFloat16);
+  }
+  template <typename scalar_t>
+  static void launch_forward_tc(const GraForwardParams<scalar_t>& p, int64_t grid) {
+    run(p, grid, gra_forward_tc_kernel<scalar_t>);
+    config().last_tensor_cores = true;
+  }
+  template <typename scalar_t>
+  static void launch_backward_tc(const GraBackwardParams<scalar_t>& p, int64_t grid) {
+    run(p, grid, gra_backward_tc_kernel<scalar_t>);
+    config().last_tensor_cores = true;
+  }
 };
 
 }  // namespace
@@ -73,13 +89,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmfuse CUDA kernels executed by a CPU emulator (tests only)";
   m.def(
       "configure",
-      [](int64_t smem_limit, int schedule, unsigned seed) {
+      [](int64_t smem_limit, int schedule, unsigned seed, bool tensor_cores) {
         TORCH_CHECK_VALUE(schedule >= 0 && schedule <= 2, "schedule: 0 ascending, 1 descending, 2 shuffled");
         config().smem_limit = smem_limit;
         config().schedule = static_cast<gra_emu::Schedule>(schedule);
         config().seed = seed;
+        config().tensor_cores = tensor_cores;
       },
-      py::arg("smem_limit"), py::arg("schedule") = 0, py::arg("seed") = 0);
+      py::arg("smem_limit"), py::arg("schedule") = 0, py::arg("seed") = 0, py::arg("tensor_cores") = true);
+  m.def("last_tensor_cores", [] { return config().last_tensor_cores; },
+        "Whether the last launch ran a tensor-core (wmma) kernel.");
   m.def("last_rows_in_smem", [] { return config().last_rows_in_smem; },
         "Whether the last launch kept the score rows in shared memory (else the global fallback).");
   m.def("launches", [] { return config().launches; });

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import csv
 import dataclasses
 import os
 import warnings
@@ -98,6 +99,29 @@ class ParseReport:
         parts += [f"dropped {n} ({reason})" for reason, n in sorted(self.dropped.items())]
         parts += [f"{n} {reason}" for reason, n in sorted(self.flagged.items())]
         return "; ".join(parts)
+
+
+class CheckedCsvReader:
+    """``csv.reader`` whose errors (a field over the csv module's size limit, a NUL byte, an
+    unexpected end in strict mode) name the file and the line instead of a bare ``_csv.Error``."""
+
+    def __init__(self, reader: Any, path: str | os.PathLike[str]) -> None:
+        self._reader = reader
+        self.path = path
+
+    @property
+    def line_num(self) -> int:
+        return self._reader.line_num
+
+    def __iter__(self) -> CheckedCsvReader:
+        return self
+
+    def __next__(self) -> list[str]:
+        try:
+            return next(self._reader)
+        except csv.Error as exc:
+            raise ValueError(f"{self.path}: line {self._reader.line_num + 1}: malformed CSV ({exc}; "
+                             "an unbalanced quote?)") from None
 
 
 def check_on_bad_image(value: str) -> OnBadImage:

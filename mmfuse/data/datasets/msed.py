@@ -23,11 +23,13 @@ the title) or only one of them.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Literal
 
-from mmfuse.data.datasets.base import OnBadImage, ParseReport, Record, RecordDataset, select_tasks
+from mmfuse.data.datasets.base import CheckedCsvReader, OnBadImage, ParseReport, Record, RecordDataset, select_tasks
+from mmfuse.utils.io import read_text_file
 
 SENTIMENT_CLASSES: tuple[str, ...] = ("positive", "neutral", "negative")
 EMOTION_CLASSES: tuple[str, ...] = ("happiness", "sad", "neutral", "disgust", "anger", "fear")
@@ -72,8 +74,8 @@ def read_msed_csv(
         raise FileNotFoundError(f"MSED csv {str(p)!r} does not exist")
     report = ParseReport(source=str(p))
     records = []
-    with open(p, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+    with io.StringIO(read_text_file(p, "MSED csv"), newline="") as fh:
+        reader = CheckedCsvReader(csv.reader(fh), p)
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{p}: empty file, expected a header with {', '.join(_COLUMNS.values())}")

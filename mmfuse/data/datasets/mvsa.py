@@ -43,6 +43,7 @@ from typing import Literal
 
 from mmfuse.data.datasets.base import OnBadImage, ParseReport, Record, RecordDataset, train_dev_test_split
 from mmfuse.data.images import find_image
+from mmfuse.utils.io import read_text_file
 
 MVSA_CLASSES: tuple[str, ...] = ("positive", "neutral", "negative")
 TASKS: dict[str, tuple[str, ...]] = {"sentiment": MVSA_CLASSES}
@@ -251,9 +252,9 @@ def read_mvsa_json(path: str | os.PathLike[str], image_dir: str | os.PathLike[st
     """Records of one CLMLF-style JSON split file; images at ``<image_dir>/<id>.jpg``."""
     p = Path(path)
     try:
-        items = json.loads(p.read_text(encoding="utf-8-sig"))
+        items = json.loads(read_text_file(p, "MVSA split file"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: not valid JSON: {exc}") from exc
+        raise ValueError(f"{p}: not valid JSON: {exc}") from None
     if not isinstance(items, list):
         raise ValueError(
             f"{p}: expected a JSON list of {{'id', 'text', 'emotion_label'}} objects, "

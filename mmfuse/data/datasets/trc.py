@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +56,7 @@ from mmfuse.data.datasets.base import (
     train_dev_test_split,
 )
 from mmfuse.data.images import find_image
+from mmfuse.utils.io import read_text_file
 
 LABEL_COLUMNS: tuple[str, ...] = (
     "text_is_represented",
@@ -74,7 +76,8 @@ TASKS: dict[str, tuple[str, ...]] = {
 DEFAULT_FILE = "textimage.csv"
 ShortRows = Literal["recover", "drop"]
 
-_SCI_ID = re.compile(r"^\d+(\.\d+)?[eE][+-]?\d+$")
+_SCI_ID = re.compile(r"^[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]+$")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +92,7 @@ class TRCRow:
     @property
     def id_ok(self) -> bool:
         """Whether ``tweet_id`` is a plain integer id that can name an image or a hydrated tweet."""
-        return self.tweet_id.isdigit()
+        return _DIGITS.fullmatch(self.tweet_id) is not None
 
     @property
     def image_adds(self) -> int:
@@ -135,10 +138,56 @@ def _trailing_binary(fields: list[str]) -> tuple[list[str], list[int]]:
     return fields, run
 
 
-def _open_text(path: Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"TRC file {str(path)!r} does not exist")
-    return open(path, encoding="utf-8-sig", newline="")
+_LINE_BREAK = re.compile(r"\r\n|\n|\r")
+#: the start of an older-layout record: tweet_id,user_id, (quoted or not)
+_OLD_RECORD_START = re.compile(r'^\s*"?[0-9]+"?\s*,\s*"?[0-9]*"?\s*,')
+_NUMBER = re.compile(r"^[+-]?\d+([.,]\d*)?$")  # any script's digits: '2', '-1', '1.0', '١'
+#: lines an older-layout quoted tweet text may span
+_MAX_CONTINUATION_LINES = 50
+
+
+def _strict_fields(text: str, old_layout: bool) -> list[str] | None:
+    """The fields of ``text`` as exactly one well-formed CSV record, else None (unbalanced quote,
+    a field over the csv module's size limit, several records)."""
+    kwargs = {"escapechar": "\\"} if old_layout else {}
+    try:
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True, **kwargs))
+    except csv.Error:
+        return None
+    return records[0] if len(records) == 1 else None
+
+
+def _lenient_fields(text: str) -> list[str]:
+    """Split a malformed line on commas, ignoring quotes (the labels are the trailing 0/1 values)."""
+    return [f.strip().strip('"') for f in text.split(",")]
+
+
+def _logical_records(lines: list[str], old_layout: bool) -> Iterator[tuple[int, list[str], bool]]:
+    """``(1-based line, fields, well_formed)`` per record. The current layout has no text, so a
+    record is one line: an unbalanced quote there is read leniently and never swallows the next
+    rows. The older layout's quoted tweets may span lines; a record is extended only while its
+    quote is open and the next line does not start a new record (at most 50 lines), else its
+    first line is read leniently and the following lines are read as records of their own."""
+    i = 0
+    while i < len(lines):
+        start, text = i, lines[i]
+        i += 1
+        if not text.strip():
+            continue
+        fields = _strict_fields(text, old_layout)
+        if fields is None and old_layout:
+            j, joined = i, text
+            while j < len(lines) and j - start < _MAX_CONTINUATION_LINES and not _OLD_RECORD_START.match(lines[j]):
+                joined += "\n" + lines[j]
+                j += 1
+                fields = _strict_fields(joined, old_layout)
+                if fields is not None:
+                    i = j
+                    break
+        if fields is None:
+            yield start + 2, _lenient_fields(text), False  # +2: 1-based, after the header
+        else:
+            yield start + 2, fields, True
 
 
 def read_trc(
@@ -146,60 +195,83 @@ def read_trc(
 ) -> tuple[list[TRCRow], ParseReport]:
     """Parse a TRC csv (either layout, see the module docstring) into rows and a report.
 
-    Raises ``ValueError`` naming the file when the header is not a TRC header.
+    Raises ``ValueError`` naming the file when the header is not a TRC header, and naming the
+    line when the file is not UTF-8.
     """
     if short_rows not in ("recover", "drop"):
         raise ValueError(f"short_rows: expected 'recover' or 'drop', got {short_rows!r}")
     p = Path(path)
     report = ParseReport(source=str(p))
     rows: list[TRCRow] = []
-    with _open_text(p) as fh:
-        first = fh.readline()
-        header = next(csv.reader([first]), [])
-        names = [h.strip().lower() for h in header]
-        if names[:1] != ["tweet_id"]:
-            raise ValueError(
-                f"{p}: not a TRC file: expected a header starting with 'tweet_id', got {header[:3]}"
-            )
-        old_layout = names[1:3] == ["user_id", "tweet"]
-        label_start = 3 if old_layout else 1
-        if tuple(names[label_start : label_start + 6]) != LABEL_COLUMNS:
-            raise ValueError(
-                f"{p}: not a TRC file: expected label columns {', '.join(LABEL_COLUMNS)} after "
-                f"{'tweet_id,user_id,tweet' if old_layout else 'tweet_id'}, got {header}"
-            )
-        reader = csv.reader(fh, escapechar="\\") if old_layout else csv.reader(fh)
-        for fields in reader:
-            line = reader.line_num + 1  # +1: the header was read before the reader started
-            if not any(f.strip() for f in fields):
+    if not p.is_file():
+        raise FileNotFoundError(f"TRC file {str(p)!r} does not exist")
+    lines = _LINE_BREAK.split(read_text_file(p, "TRC file"))
+    header = _strict_fields(lines[0], False) or _lenient_fields(lines[0])
+    names = [h.strip().lower() for h in header]
+    if names[:1] != ["tweet_id"]:
+        raise ValueError(f"{p}: not a TRC file: expected a header starting with 'tweet_id', got {header[:3]}")
+    old_layout = names[1:3] == ["user_id", "tweet"]
+    label_start = 3 if old_layout else 1
+    if tuple(names[label_start : label_start + 6]) != LABEL_COLUMNS:
+        raise ValueError(
+            f"{p}: not a TRC file: expected label columns {', '.join(LABEL_COLUMNS)} after "
+            f"{'tweet_id,user_id,tweet' if old_layout else 'tweet_id'}, got {header}"
+        )
+    seen: dict[str, int] = {}  # digit tweet id -> relation of its first row
+    for line, fields, well_formed in _logical_records(lines[1:], old_layout):
+        if not any(f.strip() for f in fields):
+            continue
+        report.rows += 1
+        tweet_id = fields[0].strip()
+        text = fields[2].strip() if old_layout and len(fields) > 2 else ""
+        where = f"line {line} ({tweet_id[:40]})"
+        if not well_formed:
+            report.flag("unbalanced_quote", where)
+        if not tweet_id:
+            report.drop("empty_id", where)
+            continue
+        # an older-layout line read leniently has its tweet text split on commas: only its tail counts
+        text_split = old_layout and not well_formed
+        positional = [f.strip() for f in fields[label_start : label_start + 6]]
+        if not text_split and len(positional) == 6 and all(v in ("0", "1") for v in positional):
+            # the labels are where the header says; anything after them is extra (the file has 3 empty columns)
+            leading, values = [], [int(v) for v in positional]
+            if any(f.strip() for f in fields[label_start + 6 :]):
+                report.flag("extra_fields", where)
+        else:
+            leading, values = _trailing_binary(fields[2:] if text_split else fields[label_start:])
+        if not text_split and any(_NUMBER.match(f.strip()) for f in leading):  # '2', '-1', '1.0', '١': a bad label
+            report.drop("invalid_label_value", where)
+            continue
+        if len(values) >= 6:
+            relation = _relation_from_six(values[-6:])
+            if relation is not None and (leading or len(values) > 6):
+                report.flag("misaligned_recovered", where)
+        elif len(values) == 5:
+            if short_rows == "drop":
+                report.drop("five_values", where)
                 continue
-            report.rows += 1
-            tweet_id = fields[0].strip()
-            text = fields[2].strip() if old_layout and len(fields) > 2 else ""
-            where = f"line {line} ({tweet_id})"
-            leading, values = _trailing_binary(fields[label_start:])
-            if len(values) >= 6:
-                relation = _relation_from_six(values[-6:])
-                if relation is not None and (leading or len(values) > 6):
-                    report.flag("misaligned_recovered", where)
-            elif len(values) == 5:
-                if short_rows == "drop":
-                    report.drop("five_values", where)
-                    continue
-                relation = _relation_from_five(values)
-                if relation is not None:
-                    report.flag("five_values_recovered", where)
-            else:
-                report.drop("unparseable_labels", where)
+            relation = _relation_from_five(values)
+            if relation is not None:
+                report.flag("five_values_recovered", where)
+        else:
+            report.drop("unparseable_labels", where)
+            continue
+        if relation is None:
+            report.drop("inconsistent_labels", where)
+            continue
+        if _SCI_ID.match(tweet_id):
+            report.flag("scientific_notation_id", where)
+        elif not _DIGITS.fullmatch(tweet_id):
+            report.flag("invalid_id", where)
+        else:
+            if tweet_id in seen:  # the same tweet twice would also leak between train and test
+                report.drop("duplicate_id" if seen[tweet_id] == relation else "conflicting_duplicate_id", where)
                 continue
-            if relation is None:
-                report.drop("inconsistent_labels", where)
-                continue
-            if _SCI_ID.match(tweet_id):
-                report.flag("scientific_notation_id", where)
-            elif not tweet_id.isdigit():
-                report.flag("invalid_id", where)
-            rows.append(TRCRow(line, tweet_id, relation, text))
+            seen[tweet_id] = relation
+        if not old_layout and not well_formed:
+            text = ""
+        rows.append(TRCRow(line, tweet_id, relation, text))
     report.kept = len(rows)
     return rows, report
 
@@ -212,7 +284,7 @@ def read_hydrated_texts(path: str | os.PathLike[str]) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"texts: file {str(p)!r} does not exist")
-    raw = p.read_text(encoding="utf-8-sig")
+    raw = read_text_file(p, "texts")
     stripped = raw.lstrip()
     if stripped.startswith("["):
         try:
@@ -311,4 +383,6 @@ def build_trc(
         )
         for row in chosen
     ]
+    if report.dropped:
+        warnings.warn(f"trc/{split}: {report}", stacklevel=2)
     return RecordDataset(records, selected, name="trc", split=split, on_bad_image=on_bad_image, report=report)

@@ -26,7 +26,13 @@ each data set's ``report``):
 * ``.txt`` first lines may carry leading/trailing spaces: stripped, as TomBERT does; a
   double space (an empty token) is removed (``empty_tokens_removed``);
 * lines are split on ``\\n`` only (and a trailing ``\\r`` removed), never with
-  ``str.splitlines``, which would also split inside tweets at U+2028, U+0085 or U+001C;
+  ``str.splitlines`` or Python's universal newlines, which would also split inside tweets at a
+  lone ``\\r``, U+2028, U+0085 or U+001C; a lone ``\\r`` inside a line becomes a space
+  (``carriage_return_in_line``);
+* the file must be UTF-8: other bytes stop with an error naming the file and line;
+* the index column must be ASCII digits (``int('²')`` fails, ``'١'`` is not an index): other
+  values are flagged (``bad_index``) and replaced by the row number; an empty image id, or one
+  with a path separator, drops the row (``bad_image_id``);
 * non-ASCII tokens (emoji, U+200B zero-width space, variation selectors) are kept as words: the
   word/sub-token alignment (:mod:`mmfuse.data.collators.word_alignment`) gives words that a tokenizer
   reduces to nothing an ``[UNK]`` position, so span indices stay aligned;
@@ -50,6 +56,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -63,6 +70,7 @@ from mmfuse.data.datasets.base import (
     Sample,
 )
 from mmfuse.data.images import find_image
+from mmfuse.utils.io import read_text_file
 
 __all__ = [
     "POLARITIES",
@@ -185,19 +193,36 @@ def rebuild_row(
     return AspectRow(index, line, label, image_id.strip(), masked_text, target, words, i, i + len(aspect) - 1)
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: Path, report: ParseReport | None = None) -> list[str]:
     """Lines split on ``\\n`` only (see the module docstring), ``\\r`` removed, BOM tolerated."""
     if not path.is_file():
         raise FileNotFoundError(f"Twitter file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text_file(path, "Twitter file")
     lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    for number, line in enumerate(lines, start=1):
+        if "\r" in line:
+            lines[number - 1] = line.replace("\r", " ")
+            if report is not None:
+                report.flag("carriage_return_in_line", f"line {number}")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
     return lines
 
 
+_ASCII_INT = re.compile(r"[0-9]+")
+
+
+def _is_ascii_int(text: str) -> bool:
+    return _ASCII_INT.fullmatch(text.strip()) is not None
+
+
+def _bad_image_id(image_id: str) -> bool:
+    name = image_id.strip()
+    return not name or "/" in name or "\\" in name or name in (".", "..") or not (Path(name).stem or name).strip(".")
+
+
 def _is_header(fields: list[str]) -> bool:
-    return not fields[0].strip().isdigit()
+    return not _is_ascii_int(fields[0])
 
 
 def read_tsv(path: str | os.PathLike[str]) -> tuple[list[AspectRow], ParseReport]:
@@ -209,7 +234,7 @@ def read_tsv(path: str | os.PathLike[str]) -> tuple[list[AspectRow], ParseReport
     p = Path(path)
     report = ParseReport(source=str(p))
     rows: list[AspectRow] = []
-    for number, line in enumerate(_lines(p), start=1):
+    for number, line in enumerate(_lines(p, report), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -223,7 +248,14 @@ def read_tsv(path: str | os.PathLike[str]) -> tuple[list[AspectRow], ParseReport
         if label.strip() not in ("0", "1", "2"):
             report.drop("bad_label", f"line {number}: label {label!r}")
             continue
-        row_index = int(index) if index.strip().isdigit() else report.rows
+        if _bad_image_id(image_id):
+            report.drop("bad_image_id", f"line {number}: image id {image_id!r}")
+            continue
+        if _is_ascii_int(index):
+            row_index = int(index)
+        else:
+            report.flag("bad_index", f"line {number}: index {index!r}")
+            row_index = report.rows
         row = rebuild_row(
             masked_text, target, index=row_index, line=number, label=int(label), image_id=image_id, report=report
         )
@@ -241,7 +273,7 @@ def read_txt(path: str | os.PathLike[str]) -> tuple[list[AspectRow], ParseReport
     """
     p = Path(path)
     report = ParseReport(source=str(p))
-    lines = _lines(p)
+    lines = _lines(p, report)
     if len(lines) % 4:
         raise ValueError(
             f"{p}: expected 4-line records (text with $T$, target, polarity, image), "
@@ -254,6 +286,9 @@ def read_txt(path: str | os.PathLike[str]) -> tuple[list[AspectRow], ParseReport
         report.rows += 1
         if polarity.strip() not in ("-1", "0", "1"):
             report.drop("bad_label", f"line {number + 2}: polarity {polarity!r}")
+            continue
+        if _bad_image_id(image_id):
+            report.drop("bad_image_id", f"line {number + 3}: image id {image_id!r}")
             continue
         row = rebuild_row(
             masked_text,

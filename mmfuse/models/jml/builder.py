@@ -54,13 +54,17 @@ def build_jml_relation(
 
 
 def load_relation(checkpoint: str, where: str = "relation_checkpoint") -> JMLRelation:
-    """A trained ``jml-relation`` model from a folder written by ``save_pretrained``."""
-    from mmfuse.models.checkpoint import load_config_from, load_pretrained
+    """A trained ``jml-relation`` model from a folder written by ``save_pretrained`` (or its training run folder)."""
+    from mmfuse.models.checkpoint import load_config_from, load_pretrained, resolve_model_dir
 
     folder = Path(checkpoint).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"{where}: {checkpoint!r} is not a folder (expected one written by save_pretrained "
-                          f"for a {RELATION_NAME} model)")
+                          f"for a {RELATION_NAME} model, or its training run folder)")
+    try:
+        folder = resolve_model_dir(folder)  # a training run folder means its model/
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     model_name = load_config_from(folder).get("model")
     if model_name != RELATION_NAME:
         raise ConfigError(f"{where}: {checkpoint!r} holds a {model_name!r} model, expected {RELATION_NAME!r}")
