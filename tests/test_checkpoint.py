@@ -40,7 +40,7 @@ def test_roundtrip(tmp_path):
     model = mmfuse.build_model({"model": "ckpt-tied", "width": 3})
     save_pretrained(model, tmp_path / "ck")
     saved = json.loads((tmp_path / "ck" / CONFIG_NAME).read_text())
-    # the config, plus the third-party components it needs (changed with the provenance record, issue 17)
+    # the config, plus the third-party components it needs (changed with the provenance record)
     assert {k: v for k, v in saved.items() if k != "_mmfuse"} == {"model": "ckpt-tied", "width": 3}
     assert saved["_mmfuse"]["plugins"] == [{"kind": "model", "name": "ckpt-tied", "plugin": "ckpt-plugin",
                                             "distribution": None}]

@@ -1,4 +1,4 @@
-"""Error messages keep the config path and suggest names case-insensitively (issue 17)."""
+"""Error messages keep the config path and suggest names case-insensitively (one lookup helper for every kind)."""
 
 from __future__ import annotations
 
@@ -20,20 +20,17 @@ def test_a_components_own_check_names_its_config_path():
 
 
 def test_unknown_component_names_the_key():
-    with pytest.raises(UnknownComponentError, match=r"^fusion\.name: unknown fusion 'flim'\. .*Known fusions: "):
+    with pytest.raises(UnknownComponentError, match=r"^fusion\.name: unknown fusion 'flim'; known: radm-interaction, "):
         mmfuse.build_model("radm-tiny", fusion={"name": "flim"})
-    with pytest.raises(UnknownComponentError, match=r"heads\.name: unknown head 'clasification'\. Did you mean "
-                                                    r"'classification'\?"):
-        mmfuse.build_model("radm-tiny", heads={"name": "clasification", "tasks": {"s": 2}})
+    with pytest.raises(UnknownComponentError, match=r"heads\.name: unknown head 'clasifier' \(did you mean "
+                                                    r"'classifier'\?\)"):
+        mmfuse.build_model("radm-tiny", heads={"name": "clasifier", "tasks": {"s": 2}})
 
 
-def test_suggestions_ignore_case_and_plurals_are_english():
-    with pytest.raises(UnknownComponentError, match=r"unknown preset 'RADM-tiny'\. Did you mean 'radm-tiny'\?"):
+def test_suggestions_ignore_case_and_list_the_known_names():
+    with pytest.raises(UnknownComponentError, match=r"unknown preset 'RADM-tiny' \(did you mean 'radm-tiny'\?\)"):
         mmfuse.build_model("RADM-tiny")
-    with pytest.raises(UnknownComponentError, match=r"Did you mean 'jml-tiny'\?"):
+    with pytest.raises(UnknownComponentError, match=r"\(did you mean 'jml-tiny'\?\)"):
         mmfuse.build_model("JML-TINY")
-    with pytest.raises(UnknownComponentError, match=r"Known losses: itc, itm"):
+    with pytest.raises(UnknownComponentError, match=r"unknown loss 'ITCC' \(did you mean 'itc'\?\); known: itc, itm$"):
         mmfuse.get_component("loss", "ITCC")
-    with pytest.raises(UnknownComponentError) as info:
-        mmfuse.get_component("loss", "nope")
-    assert "losss" not in str(info.value)

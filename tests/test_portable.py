@@ -86,9 +86,9 @@ def test_radm_with_local_hf_text_and_timm_checkpoint_survives_deleting_its_sourc
 
     config = json.loads((tmp_path / "saved" / CONFIG_NAME).read_text())
     assert str(tmp_path) not in json.dumps(config)  # no absolute path left
-    assert config["text_encoder"]["path"] is None and config["text_encoder"]["tokenizer"] == "text_encoder"
+    assert config["text_encoder"]["path"] is None and config["text_encoder"]["tokenizer"] == "encoders.text_encoder"
     assert "checkpoint_path" not in config["image_encoder"]
-    assert (tmp_path / "saved" / "text_encoder" / "tokenizer.json").is_file()
+    assert (tmp_path / "saved" / "encoders.text_encoder" / "tokenizer.json").is_file()
 
     moved = tmp_path / "elsewhere"
     shutil.move(tmp_path / "saved", moved)  # relative references resolve against the folder

@@ -1,4 +1,4 @@
-"""Readers and the CLI against hostile files (issue 15): one clear line naming the file, or a
+"""Readers and the CLI against hostile files: one clear line naming the file, or a
 documented, counted skip; never a traceback, a silent wrong result or lost rows."""
 
 from __future__ import annotations

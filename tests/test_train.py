@@ -129,7 +129,7 @@ def test_training_improves_dev_accuracy_and_logs_every_loss(tmp_path):
     saved = json.loads((tmp_path / "model" / "eval_results.json").read_text())
     assert saved["macro_f1"] == pytest.approx(out.best_metric)
     task = json.loads((tmp_path / "model" / "task.json").read_text())
-    # task.json records the data set build_dataset made the training set from (issue 17: `mmfuse eval RUN`)
+    # task.json records the data set build_dataset made the training set from (so `mmfuse eval RUN` finds it)
     assert task.pop("dataset") == {"name": "synthetic", "data_dir": None, "options": {"train_size": 480, "image_size": 32}}
     assert task == {"task": "classification", "labels": {"tasks": {"sentiment": ["negative", "neutral", "positive"]}}}
 

@@ -157,7 +157,7 @@ def test_trainer_uses_the_groups_and_resumes_exactly_with_them(tmp_path):
     resumed = {r["step"]: (r["loss"], r["lr"]) for r in read_log(tmp_path / "resumed", "train")}
     assert resumed == reference  # bit-identical losses and learning rates after the resume
 
-    changed = _args(tmp_path, "resumed", param_groups=[{"match": "text_*", "learning_rate": 5e-4}])
+    changed = _args(tmp_path, "resumed", param_groups=[{"match": "encoders.text_*", "learning_rate": 5e-4}])
     with pytest.raises(ConfigError, match=r"resume: .* param_groups"):
         Trainer(tiny_model(), changed, train, dev).train(resume_from_checkpoint=True)
 

@@ -2,8 +2,9 @@
 
 For each shape and mode it times, per implementation, the forward (without autograd) and
 forward + backward (gradients of both ``out`` and ``scores`` to every differentiable input),
-with warm-up calls, device synchronisation and the median / interquartile range / minimum of
-the timed calls, and measures the peak extra memory of one call:
+with warm-up calls and ``torch.utils.benchmark.Timer.blocked_autorange`` (:func:`time_calls`:
+the median / interquartile range / minimum of the per-call times of its blocks), and measures
+the peak extra memory of one call:
 
 * ``fused``: ``gated_residual_attention(impl="fused")`` — the compiled kernel; "n/a" when none
   exists for the device and dtype;
@@ -262,12 +263,7 @@ def measure_cpu_peaks(dtype: torch.dtype, seconds: float = 0.3) -> tuple[float, 
 
     def best(fn: Callable[[], object]) -> float:
         fn()
-        times, start = [], time.perf_counter()
-        while time.perf_counter() - start < seconds or len(times) < 3:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return min(autorange(fn, seconds).times)
 
     gflops = 2 * 512**3 / best(lambda: torch.mm(a, b)) / 1e9
     gbs = 2 * x.numel() * x.element_size() / best(lambda: y.copy_(x)) / 1e9
@@ -381,24 +377,29 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: shortest run of one ``blocked_autorange`` (seconds)
+MIN_RUN_TIME = 0.1
+
+
+def autorange(step: Callable[[], object], min_run_time: float = MIN_RUN_TIME) -> Any:
+    """``torch.utils.benchmark.Timer.blocked_autorange`` of ``step()``: blocks of calls sized so that
+    the timer's overhead is negligible, each block timed once (the Timer synchronises CUDA), for at
+    least ``min_run_time`` seconds, with torch's current number of threads (the Timer would use 1)."""
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time)
+
+
 def time_calls(step: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
-    """Seconds per call: CUDA events on GPU, ``perf_counter`` on CPU, after ``warmup`` calls."""
+    """Seconds per call, at least ``repeats`` samples after ``warmup`` calls: each sample is the mean
+    time per call of one block of :func:`autorange` (``Measurement.times``)."""
     for _ in range(warmup):
         step()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+    times: list[float] = []
+    while len(times) < repeats:
+        times.extend(autorange(step).times)
     return times
 
 
@@ -674,7 +675,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
                         help="key mask with padding in every other batch element (default: on)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help=f"timed calls per measurement (default: {DEFAULT_REPEATS['cpu']} CPU, "
+                        help=f"at least this many timed samples (blocked_autorange blocks) per measurement (default: {DEFAULT_REPEATS['cpu']} CPU, "
                              f"{DEFAULT_REPEATS['cuda']} CUDA)")
     parser.add_argument("--warmup", type=int, default=None,
                         help=f"untimed calls first (default: {DEFAULT_WARMUP['cpu']} CPU, "
