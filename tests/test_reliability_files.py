@@ -138,7 +138,7 @@ def test_twitter_carriage_returns_digits_and_image_ids(tmp_path):
     assert report.flagged["carriage_return_in_line"] == 1 and report.flagged["bad_index"] == 1
     assert report.dropped["bad_image_id"] == 2
     txt = tmp_path / "dev.txt"
-    txt.write_bytes("a $T$\nx\n1\n\n".encode())
+    txt.write_bytes(b"a $T$\nx\n1\n\n")
     assert read_txt(txt)[1].dropped["bad_image_id"] == 1
 
 

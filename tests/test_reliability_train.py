@@ -381,7 +381,7 @@ def test_a_signal_checkpoints_the_current_step_and_says_how_to_resume(tmp_path, 
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
         time.sleep(0.05)
     child.send_signal(signum)
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == 128 + signum, err
     assert "Traceback" not in err
     step = int(re.search(r"at step (\d+)", err).group(1))
@@ -405,3 +405,16 @@ def test_hand_edited_trainer_state_is_refused_naming_the_field(tmp_path):
     state_file.write_text(json.dumps(good)[:25])
     with pytest.raises(ValueError, match=r"trainer_state\.json'?: not valid JSON \(truncated\?\)"):
         Trainer(tiny_model(), args_for(run), synthetic("train", 16)).train(resume_from_checkpoint=True)
+
+
+def test_a_second_signal_stops_at_once_and_handlers_are_restored():
+    from mmfuse.train.signals import SignalCatcher, TrainingInterrupted
+
+    before = signal.getsignal(signal.SIGTERM)
+    with SignalCatcher() as catcher:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert catcher.received == signal.SIGTERM  # the first one only sets the flag
+        with pytest.raises(TrainingInterrupted, match="second SIGTERM") as info:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert info.value.exit_code == 143 and info.value.step is None
+    assert signal.getsignal(signal.SIGTERM) is before
