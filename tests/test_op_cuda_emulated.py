@@ -216,13 +216,14 @@ def test_float32_gate_params_with_bfloat16_inputs(emu):
     assert grads[4].dtype == torch.float32 and grads[5].dtype == torch.float32
 
 
-def test_zero_keys_and_zero_queries(emu):
-    p = make_problem(mode="gated", Lq=4, Lk=0, with_mask=False)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)  # CUDA cores, tensor cores
+def test_zero_keys_and_zero_queries(emu, dtype):
+    p = make_problem(mode="gated", Lq=4, Lk=0, with_mask=False, dtype=dtype)
     out, scores = run_forward(emu, p)
     assert out.shape == (2, 2, 4, 24) and out.abs().max() == 0 and scores.shape == (2, 2, 4, 0)
     grads = run_backward(emu, p, scores)
     assert grads[0].abs().max() == 0 and grads[4].abs().max() == 0
-    p = make_problem(mode="gated", Lq=0, Lk=5)
+    p = make_problem(mode="gated", Lq=0, Lk=5, dtype=dtype)
     out, scores = run_forward(emu, p)
     assert out.shape == (2, 2, 0, 24) and scores.shape == (2, 2, 0, 5)
     grads = run_backward(emu, p, scores)

@@ -26,6 +26,14 @@ from mmfuse.train import checkpointing as ckpt
 from mmfuse.train.inference import JsonlInputs, load_trained
 from mmfuse.utils.io import TextDecodeError
 
+def the_error(stderr: str) -> str:
+    """The one error line of a failed command (progress / log lines on stderr are not errors)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("mmfuse ") and ": error: " in line]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
 TRC_HEADER = ("tweet_id,text_is_represented,image_adds,image_adds_text_repr,image_adds_text_notrepr,"
               "image_notadds_text_repr,image_notadds_text_notrepr,,,")
 
@@ -138,7 +146,7 @@ def test_twitter_carriage_returns_digits_and_image_ids(tmp_path):
     assert report.flagged["carriage_return_in_line"] == 1 and report.flagged["bad_index"] == 1
     assert report.dropped["bad_image_id"] == 2
     txt = tmp_path / "dev.txt"
-    txt.write_bytes("a $T$\nx\n1\n\n".encode())
+    txt.write_bytes(b"a $T$\nx\n1\n\n")
     assert read_txt(txt)[1].dropped["bad_image_id"] == 1
 
 
@@ -174,8 +182,8 @@ def test_damaged_model_folders_give_one_line_naming_the_file(model_dir, capsys):
         with pytest.raises((CheckpointError, ValueError), match=pattern):
             load_trained(model_dir)
         assert main(["eval", str(model_dir)]) == 2, name
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and file in err and "Traceback" not in err, (name, err)
+        err = the_error(capsys.readouterr().err)
+        assert file in err, (name, err)
         weights.write_bytes(good)
         (model_dir / "config.json").write_text(config)
         (model_dir / "task.json").write_text(task)
@@ -187,10 +195,7 @@ def test_damaged_model_folders_give_one_line_naming_the_file(model_dir, capsys):
 # ---------------------------------------------------------------------------------------------
 def cli_error(capsys, argv: list[str]) -> str:
     assert main(argv) == 2, argv
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+    return the_error(capsys.readouterr().err)
 
 
 def unwritable_dir(tmp_path: Path) -> Path:

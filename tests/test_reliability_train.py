@@ -43,6 +43,14 @@ DATA = ["--dataset", "synthetic", "--data-opt", "train_size=16", "--data-opt", "
         "--data-opt", "test_size=8", "--data-opt", "image_size=32"]
 
 
+def the_error(stderr: str) -> str:
+    """The one error line of a failed command (progress / log lines on stderr are not errors)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("mmfuse ") and ": error: " in line]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
 def args_for(output_dir: Path, **changes) -> TrainingArguments:
     values = dict(output_dir=str(output_dir), num_epochs=1, batch_size=8, learning_rate=2e-3, eval_strategy="no",
                   logging_steps=1, progress_bar=False, tensorboard=False, seed=3)
@@ -232,8 +240,8 @@ def test_nan_weights_are_refused_at_load_and_eval(tmp_path, capsys):
     ckpt.write_json(tmp_path / "m" / "task.json", {"task": "classification",
                                                     "labels": {"tasks": {"sentiment": ["a", "b", "c"]}}})
     assert main(["eval", str(tmp_path / "m"), "--dataset", "synthetic", "--data-opt", "test_size=4"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "NaN" in err and "model.safetensors" in err
+    err = the_error(capsys.readouterr().err)
+    assert "NaN" in err and "model.safetensors" in err
 
 
 def test_json_logs_are_standard_json_and_survive_a_cut_line(tmp_path):
@@ -329,8 +337,8 @@ def test_full_disk_names_the_path(tmp_path, monkeypatch, model_file, capsys):
 
     monkeypatch.setattr("safetensors.torch.save_file", full)
     assert train_cli(model_file, tmp_path / "run", "--split", "none") == 2
-    err = capsys.readouterr().err.strip()
-    assert "No space left on device" in err and "checkpoints" in err and len(err.splitlines()) == 1
+    err = the_error(capsys.readouterr().err)
+    assert "No space left on device" in err and "checkpoints" in err
     assert ckpt.list_checkpoints(tmp_path / "run" / "checkpoints") == []
 
 
@@ -349,8 +357,8 @@ def test_refused_resumes_change_nothing_and_other_dirs_work(tmp_path, model_file
     }
     for extra, expected in refused.items():
         assert main(["train", "--resume", "--output-dir", str(run), *extra]) == 2, extra
-        err = capsys.readouterr().err
-        assert expected in err and len(err.strip().splitlines()) == 1, err
+        err = the_error(capsys.readouterr().err)
+        assert expected in err, err
         assert (run / "run.yaml").read_bytes() == run_yaml
     assert main(["train", "--resume", "--output-dir", str(run)]) == 0  # the documented plain resume still works
     capsys.readouterr()
@@ -381,7 +389,7 @@ def test_a_signal_checkpoints_the_current_step_and_says_how_to_resume(tmp_path, 
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
         time.sleep(0.05)
     child.send_signal(signum)
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == 128 + signum, err
     assert "Traceback" not in err
     step = int(re.search(r"at step (\d+)", err).group(1))
@@ -405,3 +413,16 @@ def test_hand_edited_trainer_state_is_refused_naming_the_field(tmp_path):
     state_file.write_text(json.dumps(good)[:25])
     with pytest.raises(ValueError, match=r"trainer_state\.json'?: not valid JSON \(truncated\?\)"):
         Trainer(tiny_model(), args_for(run), synthetic("train", 16)).train(resume_from_checkpoint=True)
+
+
+def test_a_second_signal_stops_at_once_and_handlers_are_restored():
+    from mmfuse.train.signals import SignalCatcher, TrainingInterrupted
+
+    before = signal.getsignal(signal.SIGTERM)
+    with SignalCatcher() as catcher:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert catcher.received == signal.SIGTERM  # the first one only sets the flag
+        with pytest.raises(TrainingInterrupted, match="second SIGTERM") as info:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert info.value.exit_code == 143 and info.value.step is None
+    assert signal.getsignal(signal.SIGTERM) is before

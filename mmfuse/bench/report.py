@@ -146,15 +146,18 @@ def roofline_table(payload: dict[str, Any]) -> ResultTable | None:
             if share is not None:
                 label = "sdpa*" if r["impl"] == "sdpa" else r["impl"]
                 pct.setdefault(key, []).append(f"{label} {share:.1f}")
+    cpu = env["device"] == "cpu"
+    # on CPU the "cuda-core" floor of the JSON is the one from the measured GEMM rate
+    compute = "GEMM-rate floor ms" if cpu else "CUDA-core floor ms"
     columns = ["shape", "mode", "pass", "GFLOP", "MB", "bandwidth floor ms", "tensor-core floor ms",
-               "CUDA-core floor ms", "binding", "% of binding floor"]
+               compute, "binding", "% of binding floor"]
     rows = []
     for key, roof in by_case.items():
+        binding = roof["binding_floor"] or NONE
         rows.append([*key, fmt_num(roof["flops"] / 1e9), fmt_num(roof["bytes"] / 1e6),
                      fmt_num(roof["bandwidth_floor_ms"]), fmt_num(roof["tensor_core_floor_ms"]),
-                     fmt_num(roof["cuda_core_floor_ms"]), roof["binding_floor"] or NONE,
+                     fmt_num(roof["cuda_core_floor_ms"]), "GEMM rate" if cpu and binding == "cuda-core" else binding,
                      ", ".join(pct.get(key, [])) or NONE])
-    cpu = env["device"] == "cpu"
     notes = [
         "Floors of an ideal kernel: bytes (as for GB/s) over the peak bandwidth; matrix-product FLOPs "
         "(2 per multiply-add: q.K^T and a.V forward; dA, dQ, dK, dV backward) over the tensor-core peak "

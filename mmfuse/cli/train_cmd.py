@@ -172,13 +172,24 @@ def run(args: argparse.Namespace) -> int:
     resume = args.resume
     try:
         out = trainer.train(resume_from_checkpoint=resume if resume is not True else True)
-    except TrainingInterrupted as exc:
+    except KeyboardInterrupt as exc:  # SIGINT / SIGTERM: the trainer saved a checkpoint if it could
+        from mmfuse.cli import Terminated
+        from mmfuse.train.checkpointing import find_latest_checkpoint
+
+        if isinstance(exc, TrainingInterrupted):
+            message, code = str(exc), exc.exit_code
+        else:  # outside the training loop (final evaluation / export)
+            terminated = isinstance(exc, Terminated)
+            message, code = ("terminated (SIGTERM)" if terminated else "interrupted"), (143 if terminated else 130)
+        latest = find_latest_checkpoint(Path(training.output_dir) / "checkpoints")
         if trainer.ctx.is_main:
-            print(f"mmfuse train: {exc}", file=sys.stderr)
-            if exc.checkpoint is not None:
+            if latest is not None and not (isinstance(exc, TrainingInterrupted) and exc.checkpoint):
+                message += f"; last complete checkpoint: {str(latest)!r}"
+            print(f"mmfuse train: {message}", file=sys.stderr)
+            if latest is not None:
                 print(f"resume with: mmfuse train --resume --output-dir {shlex.quote(str(training.output_dir))}",
                       file=sys.stderr)
-        return exc.exit_code
+        return code
     if trainer.ctx.is_main:
         print_json({"output_dir": str(training.output_dir), "model_dir": str(out.model_dir),
                     "global_step": out.global_step, "best_checkpoint": out.best_checkpoint,

@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ def _lock(fd: int) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        except OSError as exc:  # a filesystem without flock (some network mounts): run unlocked, say so
+            warnings.warn(f"training.output_dir: cannot lock {LOCK_NAME} ({exc.strerror}); concurrent runs into "
+                          "this folder are not detected", stacklevel=3)
         return True
     import msvcrt  # pragma: no cover
 
@@ -60,7 +64,8 @@ def _lock(fd: int) -> bool:
 
 def _unlock(fd: int) -> None:
     if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
     else:  # pragma: no cover
         import msvcrt
 

@@ -5,7 +5,7 @@ flag. The trainer finishes the optimizer step in progress (and an evaluation alr
 writes a checkpoint at that step and raises :class:`TrainingInterrupted`, which names the signal,
 the step and the checkpoint; ``mmfuse train`` turns it into ``resume with: ...`` and exit status
 ``128 + signal`` (130 for SIGINT, 143 for SIGTERM), as shells do. A second signal stops at
-once (``KeyboardInterrupt``); the last complete checkpoint is still intact.
+once (:class:`TrainingInterrupted` without a step); the last complete checkpoint is still intact.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped by a signal after saving ``checkpoint`` (None: nothing could be saved)."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+    def __init__(self, signum: int, step: int | None, checkpoint: Path | None) -> None:
         self.signum = signum
         self.step = step
         self.checkpoint = checkpoint
         name = signal.Signals(signum).name
+        if step is None:  # a second signal: stopped at once, wherever it was
+            super().__init__(f"training stopped at once by a second {name}; no checkpoint saved for the current step")
+            return
         saved = f"checkpoint saved: {str(checkpoint)!r}" if checkpoint else "no checkpoint saved"
         super().__init__(f"training interrupted by {name} at step {step}; {saved}")
 
@@ -43,7 +46,7 @@ class SignalCatcher:
 
     Installs its handlers only in the main thread (Python delivers signals there; elsewhere it is
     a no-op) and restores the previous handlers on exit. A second signal raises
-    ``KeyboardInterrupt`` immediately.
+    :class:`TrainingInterrupted` (without a step) immediately.
     """
 
     def __init__(self) -> None:
@@ -53,7 +56,7 @@ class SignalCatcher:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
             self.restore()
-            raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice: stopping at once")
+            raise TrainingInterrupted(signum, None, None)
         self.received = signum
 
     def __enter__(self) -> SignalCatcher:

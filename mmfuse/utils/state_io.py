@@ -117,7 +117,7 @@ def load_state(path: str | os.PathLike[str]) -> Any:
             return _decode(structure, tensors, str(p))
     except SafetensorError as exc:
         raise StateFileError(f"{p}: not a readable safetensors file (truncated or corrupt): {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError) as exc:
         if isinstance(exc, StateFileError):
             raise
-        raise StateFileError(f"{p}: corrupt state file: {exc}") from None
+        raise StateFileError(f"{p}: corrupt state file: {type(exc).__name__}: {str(exc)[:200]}") from None

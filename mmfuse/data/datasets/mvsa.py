@@ -278,6 +278,12 @@ def read_mvsa_json(path: str | os.PathLike[str], image_dir: str | os.PathLike[st
                 f"{p} item {n} (id {item['id']!r}): text must be a string, got {type(item['text']).__name__}"
             )
         tweet_id = str(item["id"])
+        if isinstance(item["id"], bool) or not isinstance(item["id"], (str, int)) or not tweet_id.strip() \
+                or "/" in tweet_id or "\\" in tweet_id or tweet_id.strip(".") == "":
+            raise ValueError(
+                f"{p} item {n}: id must be a non-empty string or integer without path separators (it names "
+                f"the image file), got {item['id']!r}"
+            )
         records.append(
             Record(
                 tweet_id,
