@@ -1,4 +1,5 @@
-"""RADM training-step benchmark (fused attention op vs eager reference); see mmfuse/bench/model.py.
+"""RADM training-step benchmark (fused attention op vs eager reference, eager and torch.compile);
+see mmfuse/bench/model.py.
 
     PYTHONPATH=. python benchmarks/model_bench.py --json benchmarks/results/model_bench_cpu.json
 """

@@ -17,11 +17,11 @@ from mmfuse.ops import fused_kernel_available
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG_KEYS = {"device", "preset", "impl", "batch_size", "text_length", "amp", "steps", "warmup", "threads", "seed",
-               "overrides"}
+               "overrides", "compile"}
 RESULT_KEYS = {"config", "available", "samples_per_s", "step_ms", "step_ms_min", "step_ms_max", "peak_memory_mb",
-               "memory_kind", "final_loss", "note"}
+               "memory_kind", "final_loss", "first_step_s", "note"}
 TINY = ["--device", "cpu", "--in-process", "--set", "image_encoder.img_size=32", "--batch-size", "2", "--steps", "2",
-        "--warmup", "1", "--threads", "1"]
+        "--warmup", "1", "--threads", "1", "--compile", "none"]
 
 
 def run_script(repo_root, monkeypatch, *argv: str) -> int | str | None:
@@ -66,6 +66,8 @@ def test_model_bench_prints_a_table_and_writes_json(repo_root, tmp_path, monkeyp
 
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "0"], "--steps: expected a positive int, got 0"),
+    (["--compile", "bogus"], "--compile: expected 'none' or a torch.compile backend"),
+    (["--compile", "inductor", "--warmup", "0"], "--warmup: expected at least 1 with --compile"),
     (["--warmup", "-1"], "--warmup: expected an int >= 0, got -1"),
     (["--set", "fusion.n_layers"], "--set 'fusion.n_layers': expected KEY=VALUE"),
     pytest.param(["--device", "cuda"], "--device cuda: no CUDA device is available",
@@ -74,3 +76,22 @@ def test_model_bench_prints_a_table_and_writes_json(repo_root, tmp_path, monkeyp
 def test_model_bench_option_errors(repo_root, monkeypatch, capsys, argv, message):
     code = run_script(repo_root, monkeypatch, "--device", "cpu", *argv)
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_model_bench_compiled_rows(repo_root, tmp_path, monkeypatch, capsys):
+    """--compile adds rows of the whole model under torch.compile (here Dynamo's eager backend,
+    for time; the committed results use inductor), compared with the eager reference."""
+    out = tmp_path / "bench.json"
+    argv = [*TINY, "eager", "--impl", "reference", "--json", str(out)]  # --compile none eager
+    assert run_script(repo_root, monkeypatch, *argv) == 0
+    assert "the first warm-up step (compiles when compiled)" in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert [(r["config"]["impl"], r["config"]["compile"]) for r in results] == [("reference", "none"),
+                                                                                ("reference", "eager")]
+    for r in results:
+        assert r["available"] and r["first_step_s"] > 0 and r["final_loss"] > 0
+    from mmfuse.bench.report import model_table
+
+    table = model_table(json.loads(out.read_text()))
+    assert "compile" in table.columns and table.rows[0][-1] == "1.00×"

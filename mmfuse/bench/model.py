@@ -1,10 +1,14 @@
-"""End-to-end RADM training-step benchmark: fused attention op vs the eager reference.
+"""End-to-end RADM training-step benchmark: fused attention op vs the eager reference, eager
+and under ``torch.compile``.
 
 One step = forward + backward + AdamW update on a fixed random batch (texts of ``max_length``
 tokens with some padding, images at the model's input size, labels for every task). For each
-attention implementation it reports samples per second and milliseconds per step (from the
-median step time, robust to the noise of a shared machine; min and max are kept too) and
-peak memory:
+attention implementation and each ``--compile`` setting (``none`` = eager; otherwise the
+``torch.compile`` backend, ``fullgraph=True``, applied to the whole model: forward and loss,
+whose backward AOTAutograd compiles too; the optimizer step stays eager) it reports samples
+per second and milliseconds per step (from the median step time, robust to the noise of a
+shared machine; min and max are kept too), the first step's time (which includes compiling)
+and peak memory:
 
 * CPU (default preset ``radm-tiny``, float32): each implementation runs in a fresh child process
   and the peak is that process's maximum resident set size (RSS, includes the Python runtime);
@@ -33,8 +37,10 @@ DEFAULT_PRESETS = {"cpu": "radm-tiny", "cuda": "radm-base"}
 DEFAULT_BATCH = {"cpu": 16, "cuda": 32}
 DEFAULT_AMP = {"cpu": "none", "cuda": "bf16"}
 IMPLS = ("fused", "reference")
+#: ``--compile`` values: "none" (eager) or a torch.compile backend
+DEFAULT_COMPILE = ("none", "inductor")
 #: version of the JSON layout written by :func:`run` (bump when fields change)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -50,6 +56,7 @@ class BenchConfig:
     threads: int | None
     seed: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    compile: str = "none"
 
 
 @dataclass
@@ -63,6 +70,7 @@ class BenchResult:
     peak_memory_mb: float | None = None
     memory_kind: str = ""
     final_loss: float | None = None
+    first_step_s: float | None = None
     note: str = ""
 
 
@@ -77,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model config override, repeatable")
     parser.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS),
                         help="attention implementations to compare (default: fused reference)")
+    parser.add_argument("--compile", nargs="+", default=list(DEFAULT_COMPILE), metavar="BACKEND",
+                        help="'none' (eager) and/or torch.compile backends for the whole model, e.g. "
+                             "inductor, aot_eager (default: none inductor)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"samples per step (default: {DEFAULT_BATCH['cpu']} CPU, {DEFAULT_BATCH['cuda']} CUDA)")
     parser.add_argument("--text-length", type=int, default=None,
@@ -137,10 +148,11 @@ def measure(config: BenchConfig) -> BenchResult:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = _random_batch(model, config.batch_size, config.text_length, device)
+    forward = model if config.compile == "none" else torch.compile(model, backend=config.compile, fullgraph=True)
 
     def step() -> torch.Tensor:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = model(batch).loss
+            loss = forward(batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -150,9 +162,13 @@ def measure(config: BenchConfig) -> BenchResult:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(config.warmup):
+    first_step_s = None
+    for i in range(config.warmup):
+        start = time.perf_counter()
         step()
-    synchronize()
+        synchronize()
+        if i == 0:
+            first_step_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -168,7 +184,7 @@ def measure(config: BenchConfig) -> BenchResult:
     median = statistics.median(times)
     return BenchResult(config, available=True, samples_per_s=config.batch_size / median, step_ms=1000 * median,
                        step_ms_min=1000 * min(times), step_ms_max=1000 * max(times), peak_memory_mb=peak,
-                       memory_kind=kind, final_loss=float(loss))
+                       memory_kind=kind, final_loss=float(loss), first_step_s=first_step_s)
 
 
 def _measure_in_child(config: BenchConfig) -> BenchResult:
@@ -196,6 +212,16 @@ def _configs(args: argparse.Namespace) -> list[BenchConfig]:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive int, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ValueError(f"--warmup: expected an int >= 0, got {args.warmup}")
+    compiled = [backend for backend in args.compile if backend != "none"]
+    if compiled and args.warmup < 1:
+        raise ValueError("--warmup: expected at least 1 with --compile (the first step compiles)")
+    from torch._dynamo import list_backends
+
+    known = set(list_backends(exclude_tags=())) | {"none"}
+    for backend in args.compile:
+        if backend not in known:
+            raise ValueError(f"--compile: expected 'none' or a torch.compile backend ({', '.join(sorted(known))}), "
+                             f"got {backend!r}")
     overrides = parse_set_overrides(args.set)
     return [
         BenchConfig(
@@ -210,8 +236,10 @@ def _configs(args: argparse.Namespace) -> list[BenchConfig]:
             threads=args.threads,
             seed=args.seed,
             overrides=overrides,
+            compile=backend,
         )
         for device in devices
+        for backend in dict.fromkeys(args.compile)
         for impl in args.impl
     ]
 
@@ -242,25 +270,29 @@ def _print_table(results: list[BenchResult]) -> None:
 
     from mmfuse.utils.console import console
 
-    reference = {(r.config.device, r.config.preset): r for r in results if r.config.impl == "reference" and r.available}
+    reference = {(r.config.device, r.config.preset): r for r in results
+                 if r.config.impl == "reference" and r.config.compile == "none" and r.available}
     table = Table(title="RADM train step (forward + backward + AdamW)")
-    columns = ("device", "preset", "impl", "amp", "batch", "samples/s", "ms/step", "min–max ms", "peak MB",
-               "speed-up vs ref")
+    columns = ("device", "preset", "impl", "compile", "amp", "batch", "samples/s", "ms/step", "min–max ms",
+               "1st step s", "peak MB", "speed-up vs eager ref")
     for column in columns:
         table.add_column(column, justify="right" if column not in ("device", "preset", "impl", "amp") else "left")
     for r in results:
         c = r.config
         if not r.available:
-            table.add_row(c.device, c.preset, c.impl, c.amp, str(c.batch_size), "—", "—", "—", "—", r.note)
+            table.add_row(c.device, c.preset, c.impl, c.compile, c.amp, str(c.batch_size), "—", "—", "—", "—", "—",
+                          r.note)
             continue
         ref = reference.get((c.device, c.preset))
         speedup = f"{r.samples_per_s / ref.samples_per_s:.2f}×" if ref and ref.samples_per_s else "—"
-        table.add_row(c.device, c.preset, c.impl, c.amp, str(c.batch_size), f"{r.samples_per_s:.1f}",
-                      f"{r.step_ms:.1f}", f"{r.step_ms_min:.0f}–{r.step_ms_max:.0f}", f"{r.peak_memory_mb:.0f}",
-                      speedup)
+        first = f"{r.first_step_s:.1f}" if r.first_step_s is not None else "—"
+        table.add_row(c.device, c.preset, c.impl, c.compile, c.amp, str(c.batch_size), f"{r.samples_per_s:.1f}",
+                      f"{r.step_ms:.1f}", f"{r.step_ms_min:.0f}–{r.step_ms_max:.0f}", first,
+                      f"{r.peak_memory_mb:.0f}", speedup)
     console().print(table)
     kinds = sorted({r.memory_kind for r in results if r.available})
-    print("ms/step: median of the timed steps" + ("; peak memory: " + "; ".join(kinds) if kinds else ""))
+    print("ms/step: median of the timed steps; 1st step: the first warm-up step (compiles when compiled)"
+          + ("; peak memory: " + "; ".join(kinds) if kinds else ""))
 
 
 def run(args: argparse.Namespace, command: str | None = None) -> int:

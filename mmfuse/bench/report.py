@@ -196,23 +196,26 @@ def attn_header(payload: dict[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# model_bench (mmfuse/bench/model.py, schema_version 1)
+# model_bench (mmfuse/bench/model.py, schema_version 1 and 2; 2 adds compile and first_step_s)
 
 
 def model_table(payload: dict[str, Any]) -> ResultTable:
-    """Rows of ``model_bench`` results: one per (device, preset, attention implementation)."""
+    """Rows of ``model_bench`` results: one per (device, preset, attention implementation, compile)."""
     results = payload["results"]
     reference = {
         (r["config"]["device"], r["config"]["preset"]): r
         for r in results
-        if r["config"]["impl"] == "reference" and r["available"]
+        if r["config"]["impl"] == "reference" and r["config"].get("compile", "none") == "none" and r["available"]
     }
-    columns = ["device", "preset", "impl", "amp", "batch", "samples/s", "ms/step", "min–max ms", "peak MiB",
-               "speed-up vs reference"]
+    with_compile = any(r["config"].get("compile", "none") != "none" for r in results)
+    columns = ["device", "preset", "impl", *(["compile"] if with_compile else []), "amp", "batch", "samples/s",
+               "ms/step", "min–max ms", *(["1st step s"] if with_compile else []), "peak MiB",
+               "speed-up vs eager reference" if with_compile else "speed-up vs reference"]
     rows, notes = [], []
     for r in results:
         c = r["config"]
-        head = [c["device"], c["preset"], c["impl"], c["amp"], str(c["batch_size"])]
+        head = [c["device"], c["preset"], c["impl"], *([c.get("compile", "none")] if with_compile else []), c["amp"],
+                str(c["batch_size"])]
         if not r["available"]:
             rows.append(head + [NA] * (len(columns) - len(head)))
             notes.append(f"{c['impl']} on {c['device']}: {r['note']}")
@@ -222,11 +225,16 @@ def model_table(payload: dict[str, Any]) -> ResultTable:
         rows.append(head + [
             fmt_num(r["samples_per_s"]), fmt_num(r["step_ms"]),
             f"{fmt_num(r['step_ms_min'])}–{fmt_num(r['step_ms_max'])}",
+            *([fmt_num(r.get("first_step_s"))] if with_compile else []),
             fmt_num(r["peak_memory_mb"]), _ratio(speedup),
         ])
     kinds = sorted({r["memory_kind"] for r in results if r["available"]})
     notes.append("one step = forward + backward + AdamW update; ms/step is the median of the timed steps"
                  + (f"; peak memory: {'; '.join(kinds)}." if kinds else "."))
+    if with_compile:
+        notes.append("compile: torch.compile backend of the whole model (fullgraph; forward + loss, and the "
+                     "backward through AOTAutograd; the optimizer step stays eager), none = eager; 1st step s: "
+                     "the first warm-up step, which includes compiling.")
     return ResultTable(title="RADM training step", columns=columns, rows=rows, notes=notes)
 
 
