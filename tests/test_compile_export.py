@@ -20,7 +20,7 @@ from jml_support import TWEETS, make_span_batch
 from radm_support import make_batch, one_thread  # noqa: F401  (fixture)
 
 import mmfuse
-from mmfuse.models.batch import BatchError
+from mmfuse.core.batch import BatchError
 from mmfuse.ops import fused_kernel_available
 
 MODELS = ["radm-tiny", "jml-tiny", "jml-relation-tiny"]

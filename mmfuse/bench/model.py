@@ -12,7 +12,7 @@ and peak memory:
 
 * CPU (default preset ``radm-tiny``, float32): each implementation runs in a fresh child process
   and the peak is that process's maximum resident set size (RSS, includes the Python runtime);
-* CUDA (default preset ``radm``, bf16 autocast): ``torch.cuda.max_memory_allocated``.
+* CUDA (default preset ``radm-base``, bf16 autocast): ``torch.cuda.max_memory_allocated``.
 
 The fused rows are skipped (marked unavailable) when no compiled kernel exists for the device
 and dtype. ``mmfuse bench model`` and ``benchmarks/model_bench.py`` both call :func:`run`.
