@@ -75,6 +75,21 @@ def run_backward(emu, p, scores):
     return emu.backward(p.grad_out, p.grad_scores, *p.args()[:7], scores, p.mode, p.scale)
 
 
+def assert_thread_order_does_not_change_results(emu, p, schedule, seed):
+    """Forward and backward of ``p`` under the default schedule and under ``schedule`` (with
+    ``seed``) are bitwise equal: a missing barrier would let the thread order change them."""
+    expected = run_forward(emu, p)
+    expected_grads = run_backward(emu, p, expected[1])
+    try:
+        emu.configure(H100_SMEM, schedule, seed)
+        got = run_forward(emu, p)
+        got_grads = run_backward(emu, p, got[1])
+    finally:
+        emu.configure(*DEFAULT_CONFIG)
+    for a, b in zip(expected + expected_grads, got + got_grads):
+        assert torch.equal(a, b)
+
+
 def check_against_reference(emu, p, dtype):
     out, scores = run_forward(emu, p)
     ref_out, ref_scores, ref_grads = reference(p)
@@ -158,16 +173,7 @@ def test_head_dims_beyond_shared_memory_raise(emu):
 def test_thread_order_does_not_change_results(emu, schedule):
     """A missing barrier would let the order in which threads run change the results."""
     p = make_problem(mode="gated", dtype=torch.float32, Lq=20, Lk=70)
-    expected = run_forward(emu, p)
-    expected_grads = run_backward(emu, p, expected[1])
-    try:
-        emu.configure(H100_SMEM, schedule, 1234)
-        got = run_forward(emu, p)
-        got_grads = run_backward(emu, p, got[1])
-    finally:
-        emu.configure(*DEFAULT_CONFIG)
-    for a, b in zip(expected + expected_grads, got + got_grads):
-        assert torch.equal(a, b)
+    assert_thread_order_does_not_change_results(emu, p, schedule, 1234)
 
 
 def test_non_contiguous_and_unaligned_inputs(emu):
@@ -282,16 +288,7 @@ def test_float32_stays_on_cuda_cores_and_float16_keeps_that_path(emu):
 @pytest.mark.parametrize("schedule", [ASCENDING, DESCENDING], ids=["ascending", "descending"])
 def test_tensor_core_thread_order_does_not_change_results(emu, schedule):
     p = make_problem(mode="gated", dtype=torch.bfloat16, Lq=20, Lk=70)
-    expected = run_forward(emu, p)
-    expected_grads = run_backward(emu, p, expected[1])
-    try:
-        emu.configure(H100_SMEM, schedule, 7)
-        got = run_forward(emu, p)
-        got_grads = run_backward(emu, p, got[1])
-    finally:
-        emu.configure(*DEFAULT_CONFIG)
-    for a, b in zip(expected + expected_grads, got + got_grads):
-        assert torch.equal(a, b)
+    assert_thread_order_does_not_change_results(emu, p, schedule, 7)
 
 
 # ---------------------------------------------------------------------------------------------

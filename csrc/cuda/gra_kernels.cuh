@@ -435,30 +435,20 @@ GRA_DEVICE const bool* key_mask_of(const GraInputs<scalar_t>& in, const BlockCoo
   return in.key_mask != nullptr ? in.key_mask + int64_t(c.b) * in.Lk : nullptr;
 }
 
-// ---------------------------------------------------------------------------------------
-// Forward
-
+// The block's row buffers: in shared memory when they fit, else its slice of the global workspace.
 template <typename scalar_t>
-GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_kernel(const GRA_GRID_CONSTANT GraForwardParams<scalar_t> p) {
-  constexpr int RW = kFwdRowsPerWarp;
+GRA_DEVICE float* block_rows(const GraInputs<scalar_t>& in, float* smem) {
+  const GraLayout& L = in.layout;
+  return L.rows_in_smem ? smem + L.rows_off : in.rows_ws + int64_t(blockIdx.x) * L.row_floats_per_block();
+}
+
+// Step 2 of the forward, for the warp's RW rows of the block (rows: s on entry, softmax
+// numerators e on exit): gate, combined scores n (written to p.scores), 1/sum into inv_sum[row].
+template <int RW, typename scalar_t>
+GRA_DEVICE void forward_rows(const GraForwardParams<scalar_t>& p, const BlockCoords& bc, float* rows, float* inv_sum) {
   const GraInputs<scalar_t>& in = p.in;
   const GraLayout& L = in.layout;
-  const BlockCoords bc = block_coords(in);
   const int lane = lane_id(), warp = warp_id();
-
-  float* smem = gra_dynamic_smem();
-  float* qs = smem + L.q_off;
-  float* tile = smem + L.tile_off;
-  float* inv_sum = smem + L.aux_off;
-  float* rows = L.rows_in_smem ? smem + L.rows_off : in.rows_ws + int64_t(blockIdx.x) * L.row_floats_per_block();
-
-  // 1. s = scale * q k^T for the block's rows
-  load_rows<kWarps * RW>(qs, L.q_stride, in.q + bc.bh * in.Lq * in.D, in.Lq, in.D, bc.row0, in.vec_q);
-  rows_dot_mat<RW>(qs, L.q_stride, in.k + bc.bh * in.Lk * in.D, in.Lk, in.D, in.vec_k, in.scale, rows, L.row_stride,
-                   tile);
-  __syncthreads();
-
-  // 2. per row: gate, combined scores n (written out), softmax numerators
   const float w = in.mode == kGated ? in.gate_weight[bc.h] : 0.f;
   const float b = in.mode == kGated ? in.gate_bias[bc.h] : 0.f;
   for (int r = 0; r < RW; ++r) {
@@ -472,6 +462,32 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_kernel(const GRA_GRID_CO
     const float inv = softmax_numerators(S, rv, m, L.row_stride);
     if (lane == 0) inv_sum[row] = inv;
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward
+
+template <typename scalar_t>
+GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_kernel(const GRA_GRID_CONSTANT GraForwardParams<scalar_t> p) {
+  constexpr int RW = kFwdRowsPerWarp;
+  const GraInputs<scalar_t>& in = p.in;
+  const GraLayout& L = in.layout;
+  const BlockCoords bc = block_coords(in);
+
+  float* smem = gra_dynamic_smem();
+  float* qs = smem + L.q_off;
+  float* tile = smem + L.tile_off;
+  float* inv_sum = smem + L.aux_off;
+  float* rows = block_rows(in, smem);
+
+  // 1. s = scale * q k^T for the block's rows
+  load_rows<kWarps * RW>(qs, L.q_stride, in.q + bc.bh * in.Lq * in.D, in.Lq, in.D, bc.row0, in.vec_q);
+  rows_dot_mat<RW>(qs, L.q_stride, in.k + bc.bh * in.Lk * in.D, in.Lk, in.D, in.vec_k, in.scale, rows, L.row_stride,
+                   tile);
+  __syncthreads();
+
+  // 2. per row: gate, combined scores n (written out), softmax numerators
+  forward_rows<RW>(p, bc, rows, inv_sum);
   __syncthreads();
 
   // 3. out = (e / sum) v
@@ -552,33 +568,16 @@ GRA_DEVICE void backward_row(const GraBackwardParams<scalar_t>& p, const BlockCo
   }
 }
 
-template <typename scalar_t>
-GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_backward_kernel(const GRA_GRID_CONSTANT GraBackwardParams<scalar_t> p) {
-  constexpr int RW = kBwdRowsPerWarp;
-  constexpr int R = kWarps * RW;
+// backward_row for the warp's RW rows of the block (S, X, Y: the block's row buffers, as in
+// backward_row), then, in gated mode, the block's gate-gradient partial sums (the warps' sums
+// added in warp order through red[2 * kWarps], so the result does not depend on timing) into
+// p.gate_partial[blockIdx.x] (dw) and p.gate_partial[gridDim.x + blockIdx.x] (db).
+template <int RW, typename scalar_t>
+GRA_DEVICE void backward_rows(const GraBackwardParams<scalar_t>& p, const BlockCoords& bc, float* S, float* X, float* Y,
+                              float* red) {
   const GraInputs<scalar_t>& in = p.in;
   const GraLayout& L = in.layout;
-  const BlockCoords bc = block_coords(in);
   const int lane = lane_id(), warp = warp_id();
-
-  float* smem = gra_dynamic_smem();
-  float* qs = smem + L.q_off;
-  float* dos = smem + L.do_off;
-  float* tile = smem + L.tile_off;
-  float* red = smem + L.aux_off;
-  float* rows = L.rows_in_smem ? smem + L.rows_off : in.rows_ws + int64_t(blockIdx.x) * L.row_floats_per_block();
-  const int64_t buf = int64_t(R) * L.row_stride;
-  float* S = rows;
-  float* X = rows + buf;
-  float* Y = rows + 2 * buf;
-
-  load_rows<R>(qs, L.q_stride, in.q + bc.bh * in.Lq * in.D, in.Lq, in.D, bc.row0, in.vec_q);
-  load_rows<R>(dos, L.do_stride, p.grad_out + bc.bh * in.Lq * in.Dv, in.Lq, in.Dv, bc.row0, p.vec_do);
-  rows_dot_mat<RW>(qs, L.q_stride, in.k + bc.bh * in.Lk * in.D, in.Lk, in.D, in.vec_k, in.scale, S, L.row_stride, tile);
-  rows_dot_mat<RW>(dos, L.do_stride, in.v + bc.bh * in.Lk * in.Dv, in.Lk, in.Dv, in.vec_v, 1.f, Y, L.row_stride, tile,
-                   key_mask_of(in, bc));
-  __syncthreads();
-
   const float w = in.mode == kGated ? in.gate_weight[bc.h] : 0.f;
   const float b = in.mode == kGated ? in.gate_bias[bc.h] : 0.f;
   float dw_acc = 0.f, db_acc = 0.f;
@@ -605,6 +604,35 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_backward_kernel(const GRA_GRID_C
       p.gate_partial[gridDim.x + blockIdx.x] = sb;
     }
   }
+}
+
+template <typename scalar_t>
+GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_backward_kernel(const GRA_GRID_CONSTANT GraBackwardParams<scalar_t> p) {
+  constexpr int RW = kBwdRowsPerWarp;
+  constexpr int R = kWarps * RW;
+  const GraInputs<scalar_t>& in = p.in;
+  const GraLayout& L = in.layout;
+  const BlockCoords bc = block_coords(in);
+
+  float* smem = gra_dynamic_smem();
+  float* qs = smem + L.q_off;
+  float* dos = smem + L.do_off;
+  float* tile = smem + L.tile_off;
+  float* red = smem + L.aux_off;
+  float* rows = block_rows(in, smem);
+  const int64_t buf = int64_t(R) * L.row_stride;
+  float* S = rows;
+  float* X = rows + buf;
+  float* Y = rows + 2 * buf;
+
+  load_rows<R>(qs, L.q_stride, in.q + bc.bh * in.Lq * in.D, in.Lq, in.D, bc.row0, in.vec_q);
+  load_rows<R>(dos, L.do_stride, p.grad_out + bc.bh * in.Lq * in.Dv, in.Lq, in.Dv, bc.row0, p.vec_do);
+  rows_dot_mat<RW>(qs, L.q_stride, in.k + bc.bh * in.Lk * in.D, in.Lk, in.D, in.vec_k, in.scale, S, L.row_stride, tile);
+  rows_dot_mat<RW>(dos, L.do_stride, in.v + bc.bh * in.Lk * in.Dv, in.Lk, in.Dv, in.vec_v, 1.f, Y, L.row_stride, tile,
+                   key_mask_of(in, bc));
+  __syncthreads();
+
+  backward_rows<RW>(p, bc, S, X, Y, red);
 }
 
 }  // namespace gra

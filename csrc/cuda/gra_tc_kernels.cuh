@@ -146,12 +146,6 @@ GRA_DEVICE void tc_rows_dot_mat(const T* __restrict__ a, int stride, int m16, co
   }
 }
 
-template <typename scalar_t>
-GRA_DEVICE float* tc_rows(const GraInputs<scalar_t>& in, float* smem) {
-  const GraLayout& L = in.layout;
-  return L.rows_in_smem ? smem + L.rows_off : in.rows_ws + int64_t(blockIdx.x) * L.row_floats_per_block();
-}
-
 // Multiplies S[0, Lk) of the warp's rows by the scale (raw products -> s).
 template <typename scalar_t>
 GRA_DEVICE void tc_scale_rows(const GraInputs<scalar_t>& in, float* S, int nrows) {
@@ -174,7 +168,7 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_tc_kernel(const GRA_GRID
   const GraInputs<scalar_t>& in = p.in;
   const GraLayout& L = in.layout;
   const BlockCoords bc = block_coords(in);
-  const int lane = lane_id(), warp = warp_id();
+  const int warp = warp_id();
   const int tid = static_cast<int>(threadIdx.x);
 
   float* smem = gra_dynamic_smem();
@@ -183,7 +177,7 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_tc_kernel(const GRA_GRID
   T* p16 = reinterpret_cast<T*>(smem + L.tc_p_off);
   float* acc_s = smem + L.tc_acc_off;
   float* inv_sum = smem + L.aux_off;
-  float* rows = tc_rows(in, smem);
+  float* rows = block_rows(in, smem);
   const bool* mask = key_mask_of(in, bc);
 
   // 1. raw products q . k^T on tensor cores, then s = scale * (q . k)
@@ -195,19 +189,7 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_forward_tc_kernel(const GRA_GRID
   tc_scale_rows(in, rows, bc.nrows);
 
   // 2. per row: gate, combined scores n (written out), softmax numerators (as the float32 kernel)
-  const float w = in.mode == kGated ? in.gate_weight[bc.h] : 0.f;
-  const float b = in.mode == kGated ? in.gate_bias[bc.h] : 0.f;
-  for (int r = 0; r < RW; ++r) {
-    const int row = warp * RW + r;
-    if (row >= bc.nrows) break;  // warp-uniform
-    const int qi = bc.row0 + row;
-    const RowView<scalar_t> rv = row_view(in, bc, qi);
-    float* S = rows + int64_t(row) * L.row_stride;
-    const float g = in.mode == kGated ? gate_stats(S, rv, w, b).g : 1.f;
-    const RowMax m = combined_scores(S, S, rv, in.mode, g, p.scores + (bc.bh * in.Lq + qi) * in.Lk);
-    const float inv = softmax_numerators(S, rv, m, L.row_stride);
-    if (lane == 0) inv_sum[row] = inv;
-  }
+  forward_rows<RW>(p, bc, rows, inv_sum);
   for (int i = tid; i < kTcRows * L.tc_acc_stride; i += kThreads) acc_s[i] = 0.f;
 
   // 3. acc = e . V on tensor cores (e rounded to 16 bits, as flash attention does), out = acc / sum
@@ -257,13 +239,12 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_backward_tc_kernel(const GRA_GRI
   const GraInputs<scalar_t>& in = p.in;
   const GraLayout& L = in.layout;
   const BlockCoords bc = block_coords(in);
-  const int lane = lane_id(), warp = warp_id();
 
   float* smem = gra_dynamic_smem();
   T* a_stage = reinterpret_cast<T*>(smem + L.tc_a_off);
   T* tile = reinterpret_cast<T*>(smem + L.tile_off);
   float* red = smem + L.aux_off;
-  float* rows = tc_rows(in, smem);
+  float* rows = block_rows(in, smem);
   const int64_t buf = int64_t(kTcRows) * L.row_stride;
   float* S = rows;
   float* X = rows + buf;
@@ -282,32 +263,7 @@ GRA_GLOBAL void GRA_LAUNCH_BOUNDS(kThreads) gra_backward_tc_kernel(const GRA_GRI
   __syncthreads();
   tc_scale_rows(in, S, bc.nrows);
 
-  const float w = in.mode == kGated ? in.gate_weight[bc.h] : 0.f;
-  const float b = in.mode == kGated ? in.gate_bias[bc.h] : 0.f;
-  float dw_acc = 0.f, db_acc = 0.f;
-  for (int r = 0; r < RW; ++r) {
-    const int row = warp * RW + r;
-    if (row >= bc.nrows) break;  // warp-uniform
-    const int64_t o = int64_t(row) * L.row_stride;
-    backward_row(p, bc, bc.row0 + row, S + o, X + o, Y + o, w, b, dw_acc, db_acc);
-  }
-
-  if (in.mode == kGated) {  // uniform over the launch
-    if (lane == 0) {
-      red[2 * warp] = dw_acc;
-      red[2 * warp + 1] = db_acc;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      float sw = 0.f, sb = 0.f;
-      for (int i = 0; i < kWarps; ++i) {
-        sw += red[2 * i];
-        sb += red[2 * i + 1];
-      }
-      p.gate_partial[blockIdx.x] = sw;
-      p.gate_partial[gridDim.x + blockIdx.x] = sb;
-    }
-  }
+  backward_rows<RW>(p, bc, S, X, Y, red);
 }
 
 }  // namespace gra
