@@ -71,4 +71,4 @@ def jml_presets() -> dict[str, dict[str, Any]]:
     return presets
 
 
-__all__ = ["JML", "AspectPrediction", "GatedRegions", "check_span_batch", "jml_presets", "pad_spans", "render_aspects", "POLARITIES"]
+__all__ = ["JML_BASE", "JML_TINY", "RELATION_BASE", "RELATION_TINY", "VARIANTS", "jml_presets"]
