@@ -67,7 +67,9 @@ def test_eval_progress_bar_counts_batches(capsys):
                       eval_dataset=data)
     trainer.evaluate()
     err = capsys.readouterr().err
-    assert re.search(r"eval: 100%.*\| 3/3 \[", err), err  # ceil(20 / 8) batches
+    # ceil(20 / 8) batches. The bar's total, not "3/3": tqdm redraws at most every 0.1 s and
+    # leave=False clears it on close, so whether 100% is ever drawn depends on the machine's speed.
+    assert re.search(r"eval: +\d+%.*\| [0-3]/3 \[", err), err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
