@@ -149,8 +149,11 @@ def test_bfloat16_inputs_with_float32_gate_parameters():
     assert grads[4].dtype == torch.float32 and grads[5].dtype == torch.float32
 
 
-def test_backward_is_deterministic_across_thread_counts():
-    p = make_problem(mode="gated", dtype=torch.float32, B=2, H=3, Lq=70, Lk=90, D=24, Dv=16)
+@pytest.mark.parametrize("batch", [2, 1], ids=["per-head-both", "per-head-vs-two-pass"])
+def test_backward_is_deterministic_across_thread_counts(batch):
+    # batch 1 (3 heads): one thread runs the per-head schedule, two threads the two-pass one
+    # (fewer than 2 heads per thread); the bits must not depend on which ran
+    p = make_problem(mode="gated", dtype=torch.float32, B=batch, H=3, Lq=70, Lk=90, D=24, Dv=16)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -261,10 +261,23 @@ struct BackwardOutputs {
   scalar_t *grad_q, *grad_k, *grad_v, *grad_prev;
 };
 
+// Per-thread buffers of the backward's row-block step.
+template <typename acc_t>
+struct RowScratch {
+  HeadCache<acc_t> hc;
+  std::vector<acc_t> qb, dob, s, da, n, dq, p_acc;
+  RowScratch(int64_t D, int64_t Dv, int64_t Lk)
+      : qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dq(kRowBlock * D) {}
+};
+
+// Per-head schedule of the backward (below) when every thread has at least this many heads and a
+// head's A and dS ([Lq, Lk] each, per thread) hold at most this many elements.
+constexpr int64_t kHeadsPerThread = 2;
+constexpr int64_t kPerHeadMaxScores = int64_t(512) * 512;
+
 template <typename scalar_t>
 void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar_t* scores, const scalar_t* grad_out,
-                     const scalar_t* grad_scores, const BackwardOutputs<scalar_t>& g, acc_type<scalar_t>* attn_ws,
-                     acc_type<scalar_t>* dscore_ws, acc_type<scalar_t>* gate_ws) {
+                     const scalar_t* grad_scores, const BackwardOutputs<scalar_t>& g, acc_type<scalar_t>* gate_ws) {
   using acc_t = acc_type<scalar_t>;
   const int64_t Lq = pr.Lq, Lk = pr.Lk, D = pr.D, Dv = pr.Dv, BH = pr.B * pr.H;
   const int64_t nrb = (Lq + kRowBlock - 1) / kRowBlock;
@@ -273,108 +286,155 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
   // rounding (float32 / float64) and s itself is not needed (no gate), `scores` is read instead.
   const bool recompute_n = pr.mode == kGated || !std::is_same_v<scalar_t, acc_t>;
 
-  // Pass 1 over (b, h, query-row block): A, scale*dS into the workspaces; dQ, dPrev, gate terms.
-  at::parallel_for(0, BH * nrb, grain_for(kRowBlock * Lk * (D + 2 * Dv + 8)), [&](int64_t begin, int64_t end) {
-    HeadCache<acc_t> hc;
-    std::vector<acc_t> qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk),
-        dq(kRowBlock * D), p_acc;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
-      const int64_t b = bh / pr.H, h = bh % pr.H;
-      if (hc.bh != bh) {
-        hc.bh = bh;
-        hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
-        hc.kt.resize(D * Lk);
-        hc.vt.resize(Dv * Lk);
-        load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
-        load_block(masked_values(in.v + bh * Lk * Dv, Lk, Dv, in.mask ? in.mask + b * Lk : nullptr, hc.v), Lk, Dv,
-                   hc.vt.data(), true);
-        hc.k_rows = as_acc(in.k + bh * Lk * D, Lk, D, hc.k);
+  // The row-block step: for rows i0 .. i0+rn of head bh, writes A and scale*dS ([rn, Lk], row
+  // stride Lk) to a_rows / ds_rows, and dQ, dPrev and the gate terms of those rows to their outputs.
+  auto row_block = [&](RowScratch<acc_t>& sc, int64_t bh, int64_t i0, int64_t rn, acc_t* a_rows, acc_t* ds_rows) {
+    HeadCache<acc_t>& hc = sc.hc;
+    const int64_t b = bh / pr.H, h = bh % pr.H;
+    if (hc.bh != bh) {
+      hc.bh = bh;
+      hc.load_valid(in.mask ? in.mask + b * Lk : nullptr, Lk);
+      hc.kt.resize(D * Lk);
+      hc.vt.resize(Dv * Lk);
+      load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
+      load_block(masked_values(in.v + bh * Lk * Dv, Lk, Dv, in.mask ? in.mask + b * Lk : nullptr, hc.v), Lk, Dv,
+                 hc.vt.data(), true);
+      hc.k_rows = as_acc(in.k + bh * Lk * D, Lk, D, hc.k);
+    }
+    std::vector<acc_t>&s = sc.s, &da = sc.da, &n = sc.n, &p_acc = sc.p_acc;
+    const int64_t row0 = bh * Lq + i0;
+    load_block(in.q + row0 * D, rn, D, sc.qb.data(), false);
+    load_block(grad_out + row0 * Dv, rn, Dv, sc.dob.data(), false);
+    if (recompute_n) run_gemm(sc.qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);  // s / scale
+    run_gemm(sc.dob.data(), Dv, 1, hc.vt.data(), Lk, da.data(), Lk, rn, Dv, Lk);  // dA = dOut . V^T
+    const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
+    for (int64_t r = 0; r < rn; ++r) {
+      const int64_t row = row0 + r;
+      acc_t* sr = s.data() + r * Lk;
+      acc_t* dn = da.data() + r * Lk;  // dA, then dN in place
+      acc_t* a = a_rows + r * Lk;
+      acc_t* ds = ds_rows + r * Lk;
+      const scalar_t* p = in.prev ? in.prev + row * Lk : nullptr;
+      const scalar_t* gs = grad_scores + row * Lk;
+      GateRow<acc_t> st;
+      if (recompute_n) {
+        for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
+        st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data(), p_acc);
+        masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, a);
+      } else {
+        masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, hc.any_valid, a);
       }
-      const int64_t row0 = bh * Lq + i0;
-      load_block(in.q + row0 * D, rn, D, qb.data(), false);
-      load_block(grad_out + row0 * Dv, rn, Dv, dob.data(), false);
-      if (recompute_n) run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);  // s / scale
-      run_gemm(dob.data(), Dv, 1, hc.vt.data(), Lk, da.data(), Lk, rn, Dv, Lk);  // dA = dOut . V^T
-      const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
-      for (int64_t r = 0; r < rn; ++r) {
-        const int64_t row = row0 + r;
-        acc_t* sr = s.data() + r * Lk;
-        acc_t* dn = da.data() + r * Lk;  // dA, then dN in place
-        acc_t* a = attn_ws + row * Lk;
-        acc_t* ds = dscore_ws + row * Lk;
-        const scalar_t* p = in.prev ? in.prev + row * Lk : nullptr;
-        const scalar_t* gs = grad_scores + row * Lk;
-        GateRow<acc_t> st;
-        if (recompute_n) {
-          for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-          st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data(), p_acc);
-          masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, a);
-        } else {
-          masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, hc.any_valid, a);
-        }
-        const acc_t rowdot = dot(a, dn, Lk);
-        // dN = A (dA - rowsum(dA A)) + dScores; the softmax term selected away at masked keys (in a
-        // NaN row, 0 * NaN would otherwise reach them)
-        for (int64_t j = 0; j < Lk; ++j)
-          dn[j] = (hc.valid[j] != acc_t(0) ? a[j] * (dn[j] - rowdot) : acc_t(0)) + static_cast<acc_t>(gs[j]);
+      const acc_t rowdot = dot(a, dn, Lk);
+      // dN = A (dA - rowsum(dA A)) + dScores; the softmax term selected away at masked keys (in a
+      // NaN row, 0 * NaN would otherwise reach them)
+      for (int64_t j = 0; j < Lk; ++j)
+        dn[j] = (hc.valid[j] != acc_t(0) ? a[j] * (dn[j] - rowdot) : acc_t(0)) + static_cast<acc_t>(gs[j]);
 
-        scalar_t* dp = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
-        if (pr.mode == kGated) {
-          const acc_t dg = dot(dn, sr, Lk) / acc_t(2);
-          const acc_t dz = dg * st.g * (acc_t(1) - st.g);
-          gate_ws[2 * row] = dz * st.c;
-          gate_ws[2 * row + 1] = dz;
-          const acc_t dc = dz * w;
-          // dc/ds_j = (p_j/|p| - c s_j/|s|) / |s| ; dc/dp_j = (s_j/|s| - c p_j/|p|) / |p| (valid keys,
-          // unclamped), with the unit vectors formed first so that nothing overflows
-          const acc_t ks = dc * st.inv_ns, kp = dc * st.inv_np;
-          const acc_t half_g = st.g / acc_t(2);
+      scalar_t* dp = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
+      if (pr.mode == kGated) {
+        const acc_t dg = dot(dn, sr, Lk) / acc_t(2);
+        const acc_t dz = dg * st.g * (acc_t(1) - st.g);
+        gate_ws[2 * row] = dz * st.c;
+        gate_ws[2 * row + 1] = dz;
+        const acc_t dc = dz * w;
+        // dc/ds_j = (p_j/|p| - c s_j/|s|) / |s| ; dc/dp_j = (s_j/|s| - c p_j/|p|) / |p| (valid keys,
+        // unclamped), with the unit vectors formed first so that nothing overflows
+        const acc_t ks = dc * st.inv_ns, kp = dc * st.inv_np;
+        const acc_t half_g = st.g / acc_t(2);
+        if (st.clamped) {
+          for (int64_t j = 0; j < Lk; ++j) {
+            ds[j] = in.scale * (half_g * dn[j]);
+            dp[j] = static_cast<scalar_t>(dn[j] / acc_t(2));
+          }
+        } else {
+          const acc_t* valid = hc.valid.data();
+          // branch-free (computed at every key, then selected: masked keys may hold inf / NaN),
+          // so that the compiler vectorises the loop
           for (int64_t j = 0; j < Lk; ++j) {
             const acc_t pj = static_cast<acc_t>(p[j]), sj = sr[j];
-            acc_t dsj = half_g * dn[j], dpj = dn[j] / acc_t(2);
-            if (!st.clamped && hc.valid[j] != acc_t(0)) {  // selected: masked keys may hold inf / NaN
-              const acc_t us = sj * st.inv_ns, up = pj * st.inv_np;
-              dsj += ks * (up - st.c * us);
-              dpj += kp * (us - st.c * up);
-            }
-            ds[j] = in.scale * dsj;
-            dp[j] = static_cast<scalar_t>(dpj);
-          }
-        } else {
-          for (int64_t j = 0; j < Lk; ++j) ds[j] = in.scale * dn[j];
-          if (dp != nullptr) {
-            const bool residual = pr.mode == kResidual;
-            for (int64_t j = 0; j < Lk; ++j) dp[j] = residual ? static_cast<scalar_t>(dn[j]) : scalar_t(0);
+            const acc_t us = sj * st.inv_ns, up = pj * st.inv_np;
+            const acc_t cos_s = ks * (up - st.c * us), cos_p = kp * (us - st.c * up);
+            const bool keep = valid[j] != acc_t(0);
+            ds[j] = in.scale * (half_g * dn[j] + (keep ? cos_s : acc_t(0)));
+            dp[j] = static_cast<scalar_t>(dn[j] / acc_t(2) + (keep ? cos_p : acc_t(0)));
           }
         }
+      } else {
+        for (int64_t j = 0; j < Lk; ++j) ds[j] = in.scale * dn[j];
+        if (dp != nullptr) {
+          const bool residual = pr.mode == kResidual;
+          for (int64_t j = 0; j < Lk; ++j) dp[j] = residual ? static_cast<scalar_t>(dn[j]) : scalar_t(0);
+        }
       }
-      run_gemm(dscore_ws + row0 * Lk, Lk, 1, hc.k_rows, D, dq.data(), D, rn, Lk, D);  // dQ = scale dS . K
-      scalar_t* dst = g.grad_q + row0 * D;
-      for (int64_t i = 0; i < rn * D; ++i) dst[i] = static_cast<scalar_t>(dq[i]);
+    }
+    run_gemm(ds_rows, Lk, 1, hc.k_rows, D, sc.dq.data(), D, rn, Lk, D);  // dQ = scale dS . K
+    scalar_t* dst = g.grad_q + row0 * D;
+    for (int64_t i = 0; i < rn * D; ++i) dst[i] = static_cast<scalar_t>(sc.dq[i]);
+  };
+
+  // dK = (scale dS)^T . Q and dV = A^T . dOut for keys j0 .. j0+kn of head bh, from A and scale*dS
+  // of all Lq rows (row stride Lk, starting at key j0). Each element is summed over the rows in
+  // order, by one task: the same bits whichever schedule below ran.
+  auto key_block = [&](int64_t bh, int64_t j0, int64_t kn, const acc_t* a_cols, const acc_t* ds_cols,
+                       const acc_t* q_rows, const acc_t* do_rows, acc_t* dk, acc_t* dv) {
+    run_gemm(ds_cols, int64_t(1), Lk, q_rows, D, dk, D, kn, Lq, D);
+    run_gemm(a_cols, int64_t(1), Lk, do_rows, Dv, dv, Dv, kn, Lq, Dv);
+    scalar_t* gk = g.grad_k + (bh * Lk + j0) * D;
+    scalar_t* gv = g.grad_v + (bh * Lk + j0) * Dv;
+    for (int64_t i = 0; i < kn * D; ++i) gk[i] = static_cast<scalar_t>(dk[i]);
+    for (int64_t i = 0; i < kn * Dv; ++i) gv[i] = static_cast<scalar_t>(dv[i]);
+  };
+
+  const int64_t threads = at::get_num_threads();
+  if (BH >= kHeadsPerThread * threads && Lq * Lk <= kPerHeadMaxScores) {
+    // Per head: one task runs every row block of its head, keeping A and scale*dS in per-thread
+    // buffers (in cache at these sizes), then forms dK and dV of all keys. No [B, H, Lq, Lk]
+    // workspace is written to memory and read back.
+    at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
+      RowScratch<acc_t> sc(D, Dv, Lk);
+      std::vector<acc_t> a_head(Lq * Lk), ds_head(Lq * Lk), dk(Lk * D), dv(Lk * Dv), qbuf, dobuf;
+      for (int64_t bh = begin; bh < end; ++bh) {
+        for (int64_t i0 = 0; i0 < Lq; i0 += kRowBlock)
+          row_block(sc, bh, i0, std::min(kRowBlock, Lq - i0), a_head.data() + i0 * Lk, ds_head.data() + i0 * Lk);
+        key_block(bh, 0, Lk, a_head.data(), ds_head.data(), as_acc(in.q + bh * Lq * D, Lq, D, qbuf),
+                  as_acc(grad_out + bh * Lq * Dv, Lq, Dv, dobuf), dk.data(), dv.data());
+      }
+    });
+    return;
+  }
+
+  // Few heads or long rows: two passes through [B, H, Lq, Lk] workspaces, so that both the query
+  // rows and the keys are split across the threads.
+  const auto acc_opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const at::Tensor attn_t = at::empty({BH, Lq, Lk}, acc_opts), dscore_t = at::empty({BH, Lq, Lk}, acc_opts);
+  acc_t* attn_ws = attn_t.data_ptr<acc_t>();
+  acc_t* dscore_ws = dscore_t.data_ptr<acc_t>();
+  // Pass 1 over (b, h, query-row block): A, scale*dS into the workspaces; dQ, dPrev, gate terms.
+  at::parallel_for(0, BH * nrb, grain_for(kRowBlock * Lk * (D + 2 * Dv + 8)), [&](int64_t begin, int64_t end) {
+    RowScratch<acc_t> sc(D, Dv, Lk);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock;
+      const int64_t offset = (bh * Lq + i0) * Lk;
+      row_block(sc, bh, i0, std::min(kRowBlock, Lq - i0), attn_ws + offset, dscore_ws + offset);
     }
   });
 
-  // Pass 2 over (b, h, key block): dK = (scale dS)^T . Q, dV = A^T . dOut.
+  // Pass 2 over (b, h, key block): dK, dV.
   const int64_t nkb = (Lk + kKeyBlock - 1) / kKeyBlock;
   at::parallel_for(0, BH * nkb, grain_for(kKeyBlock * Lq * (D + Dv)), [&](int64_t begin, int64_t end) {
     int64_t cached = -1;
     std::vector<acc_t> qbuf, dobuf, dk(kKeyBlock * D), dv(kKeyBlock * Dv);
     const acc_t *q_rows = nullptr, *do_rows = nullptr;
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t bh = t / nkb, j0 = (t % nkb) * kKeyBlock, kn = std::min(kKeyBlock, Lk - j0);
+      const int64_t bh = t / nkb, j0 = (t % nkb) * kKeyBlock;
       if (cached != bh) {
         cached = bh;
         q_rows = as_acc(in.q + bh * Lq * D, Lq, D, qbuf);
         do_rows = as_acc(grad_out + bh * Lq * Dv, Lq, Dv, dobuf);
       }
       const int64_t base = bh * Lq * Lk + j0;
-      run_gemm(dscore_ws + base, int64_t(1), Lk, q_rows, D, dk.data(), D, kn, Lq, D);
-      run_gemm(attn_ws + base, int64_t(1), Lk, do_rows, Dv, dv.data(), Dv, kn, Lq, Dv);
-      scalar_t* gk = g.grad_k + (bh * Lk + j0) * D;
-      scalar_t* gv = g.grad_v + (bh * Lk + j0) * Dv;
-      for (int64_t i = 0; i < kn * D; ++i) gk[i] = static_cast<scalar_t>(dk[i]);
-      for (int64_t i = 0; i < kn * Dv; ++i) gv[i] = static_cast<scalar_t>(dv[i]);
+      key_block(bh, j0, std::min(kKeyBlock, Lk - j0), attn_ws + base, dscore_ws + base, q_rows, do_rows, dk.data(),
+                dv.data());
     }
   });
 }
@@ -445,15 +505,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     using acc_t = acc_type<scalar_t>;
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
     const Inputs<scalar_t> in(pr, q, k, v, prev, key_mask, gate_weight, gate_bias, scale);
-    at::Tensor attn_ws = at::empty({pr.B, pr.H, pr.Lq, pr.Lk}, acc_opts);
-    at::Tensor dscore_ws = at::empty({pr.B, pr.H, pr.Lq, pr.Lk}, acc_opts);
     at::Tensor gate_ws = at::empty({gated ? pr.B * pr.H * pr.Lq * 2 : 0}, acc_opts);
     const BackwardOutputs<scalar_t> outs{grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(),
                                          grad_v.data_ptr<scalar_t>(),
                                          pr.has_prev ? grad_prev.data_ptr<scalar_t>() : nullptr};
     const at::Tensor scores_c = scores.contiguous();
     backward_kernel<scalar_t>(pr, in, scores_c.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), outs,
-                              attn_ws.data_ptr<acc_t>(), dscore_ws.data_ptr<acc_t>(), gate_ws.data_ptr<acc_t>());
+                              gate_ws.data_ptr<acc_t>());
     if (gated) {  // per head, summed over (b, row) in a fixed order
       const acc_t* terms = gate_ws.data_ptr<acc_t>();
       at::Tensor sums = at::zeros({2, pr.H}, opts.dtype(at::kDouble));
