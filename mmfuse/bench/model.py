@@ -162,6 +162,9 @@ def measure(config: BenchConfig) -> BenchResult:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    # Timed by hand, one training step per sample: torch.utils.benchmark's Timer.timeit runs two
+    # untimed warm-up calls before every measurement (and blocked_autorange blocks of calls), which
+    # would take optimizer steps outside the count and time the first, compiling step never.
     first_step_s = None
     for i in range(config.warmup):
         start = time.perf_counter()
