@@ -134,7 +134,11 @@ MMFUSE_ALWAYS_INLINE vf exp_nonpositive(vf x) {
 template <typename V, typename T>
 MMFUSE_ALWAYS_INLINE V load_partial(const T* x, int64_t count) {
   V v{};
-  std::memcpy(&v, x, sizeof(T) * static_cast<size_t>(count));
+  if (count * static_cast<int64_t>(sizeof(T)) == static_cast<int64_t>(sizeof(V))) {
+    std::memcpy(&v, x, sizeof(V));  // a constant size: one vector load (a variable one calls libc memcpy)
+  } else {
+    std::memcpy(&v, x, sizeof(T) * static_cast<size_t>(count));
+  }
   return v;
 }
 
@@ -232,7 +236,11 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
       x = x - mx;
       x = x > vf{} ? vf{} : x;  // masked keys may exceed the max: keep exp finite, then select 0
       const vf e = v != vf{} ? exp_nonpositive(x) : vf{};
-      std::memcpy(a + j, &e, sizeof(float) * static_cast<size_t>(count));
+      if (count == lanes) {
+        std::memcpy(a + j, &e, sizeof(e));  // constant size: one vector store
+      } else {
+        std::memcpy(a + j, &e, sizeof(float) * static_cast<size_t>(count));
+      }
       vsum += e;
     }
     for (int i = 0; i < lanes; ++i) sum += vsum[i];
@@ -243,7 +251,19 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
     }
   }
   const T inv = T(1) / sum;
-  for (j = 0; j < len; ++j) a[j] = valid[j] != T(0) ? a[j] * inv : T(0);  // 0 at masked keys even if sum is NaN
+  // 0 at masked keys even if sum is NaN; a vector select (the scalar loop compiled to a branch per key)
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int64_t vlanes = 32 / sizeof(T);
+  for (j = 0; j < len; j += vlanes) {
+    const int64_t count = std::min(vlanes, len - j);
+    const vec_t x = load_partial<vec_t>(a + j, count), v = load_partial<vec_t>(valid + j, count);
+    const vec_t r = v != vec_t{} ? x * inv : vec_t{};
+    if (count == vlanes) {
+      std::memcpy(a + j, &r, sizeof(r));
+    } else {
+      std::memcpy(a + j, &r, sizeof(T) * static_cast<size_t>(count));
+    }
+  }
 }
 
 #ifdef MMFUSE_X86_DISPATCH
