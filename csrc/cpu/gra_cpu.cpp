@@ -9,10 +9,13 @@
 //   out_blk = a . V                     (gemm); out and scores are written once.
 // The backward recomputes s (gated mode, and bfloat16) or reads n from `scores` (float32 /
 // float64 without a gate, where n is stored unrounded), redoes the softmax, computes
-// dA = dOut . V^T, then per row dN, the gate terms, dS and dPrev, and dQ = scale dS . K. It leaves A and scale*dS in float workspaces; a second parallel pass over
-// (b, h, block of keys) forms dK = (scale dS)^T . Q and dV = A^T . dOut, each element summed in
-// a fixed order by one task — no atomics, bitwise deterministic for any thread count. The gate
-// gradients are summed per head from per-row terms in a fixed order as well.
+// dA = dOut . V^T, then per row dN, the gate terms, dS and dPrev, and dQ = scale dS . K. It keeps
+// A and scale*dS for dK = (scale dS)^T . Q and dV = A^T . dOut: with enough heads per thread one
+// task runs a whole head, its A and scale*dS in per-thread buffers; otherwise they go to float
+// workspaces and a second parallel pass over (b, h, block of keys) forms dK and dV. Either way each
+// element is summed in the same fixed order by one task — no atomics, the same bits for any
+// thread count and either schedule. The gate gradients are summed per head from per-row terms in
+// a fixed order as well.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
