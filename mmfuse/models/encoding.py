@@ -128,3 +128,25 @@ class TextOnlyProcessor(MultimodalProcessor):
 
     def transform_images(self, images: Any) -> Tensor:
         return _no_images(images)
+
+
+class ProjectedEncodersMixin:
+    """What a model built on :class:`ProjectedEncoders` (as ``self.encoders``) exposes of them:
+    the processor making its batches and its two encoders (RADM, JML and JML's relation module)."""
+
+    encoders: ProjectedEncoders
+
+    def get_processor(self, train: bool = False):
+        """The :class:`~mmfuse.data.processing.MultimodalProcessor` making this model's batches: its
+        tokenizer and, with an image branch, the image encoder's timm transform (``train=True``:
+        with its augmentation)."""
+        return self.encoders.get_processor(train)
+
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self.encoders.text_encoder
+
+    @property
+    def image_encoder(self) -> nn.Module | None:
+        """The image encoder, or None for a text-only model."""
+        return self.encoders.image_encoder

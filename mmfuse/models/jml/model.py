@@ -54,7 +54,7 @@ from mmfuse.fusion.residual_attention import set_attention_impl
 from mmfuse.ops.attention import Impl
 from mmfuse.heads.relation import gate_regions, relation_gate, relation_loss, relation_probability
 from mmfuse.heads.span import IGNORE_INDEX, polarity_loss, span_boundary_loss
-from mmfuse.models.encoding import ProjectedEncoders, require_module
+from mmfuse.models.encoding import ProjectedEncoders, ProjectedEncodersMixin, require_module
 from mmfuse.models.jml.outputs import AspectPrediction, JMLOutput
 from mmfuse.models.jml.relation import JMLRelation
 from mmfuse.models.pretrained import PretrainedMixin
@@ -186,7 +186,7 @@ class GatedRegions:
     relation_logits: Tensor | None = None
 
 
-class JML(PretrainedMixin, nn.Module):
+class JML(ProjectedEncodersMixin, PretrainedMixin, nn.Module):
     """The JML joint aspect-term extraction + aspect sentiment model, composed of the modules it is given.
 
     Args:
@@ -317,11 +317,6 @@ class JML(PretrainedMixin, nn.Module):
         if self.freeze_relation and self.relation is not None:
             self.relation.eval()
         return self
-
-    def get_processor(self, train: bool = False):
-        """The :class:`~mmfuse.data.processing.MultimodalProcessor` of this model (its tokenizer and,
-        with an image branch, the region encoder's timm transform)."""
-        return self.encoders.get_processor(train)
 
     @property
     def tokenizer(self) -> Any:

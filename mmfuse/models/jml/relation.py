@@ -28,13 +28,13 @@ from mmfuse.core.features import FeatureDims, Features
 from mmfuse.core.outputs import ClassificationOutput
 from mmfuse.heads.classification import check_class_labels
 from mmfuse.heads.relation import relation_loss, relation_probability
-from mmfuse.models.encoding import ProjectedEncoders, require_module
+from mmfuse.models.encoding import ProjectedEncoders, ProjectedEncodersMixin, require_module
 from mmfuse.models.pretrained import PretrainedMixin
 
 NAME = "jml-relation"
 
 
-class JMLRelation(PretrainedMixin, nn.Module):
+class JMLRelation(ProjectedEncodersMixin, PretrainedMixin, nn.Module):
     """Binary "image adds to the tweet meaning" classifier (TRC), JML's relation module.
 
     Args:
@@ -70,19 +70,6 @@ class JMLRelation(PretrainedMixin, nn.Module):
         self.task = task
         self.tasks: dict[str, int] = {task: 2}
         self.feature_dims = FeatureDims(text=d_model, image=d_model, fused=4 * d_model)
-
-    # -- inputs ------------------------------------------------------------------------------
-    def get_processor(self, train: bool = False):
-        """The processor making this model's batches (tokenizer + timm region transform)."""
-        return self.encoders.get_processor(train)
-
-    @property
-    def text_encoder(self) -> nn.Module:
-        return self.encoders.text_encoder
-
-    @property
-    def image_encoder(self) -> nn.Module:
-        return self.encoders.image_encoder
 
     # -- SupportsFusion ----------------------------------------------------------------------
     def encode_text(self, batch: Mapping[str, Any]) -> Features:

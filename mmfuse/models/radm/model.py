@@ -32,7 +32,7 @@ from mmfuse.fusion.pooling import Pooling, pool
 from mmfuse.fusion.protocol import check_fusion_output
 from mmfuse.fusion.residual_attention import set_attention_impl
 from mmfuse.ops.attention import Impl
-from mmfuse.models.encoding import ProjectedEncoders, require_module
+from mmfuse.models.encoding import ProjectedEncoders, ProjectedEncodersMixin, require_module
 from mmfuse.models.pretrained import PretrainedMixin
 
 NAME = "radm"
@@ -41,7 +41,7 @@ IMAGE_ENCODER_ATTRIBUTES = ("grid_size", "num_prefix_tokens")
 HEAD_ATTRIBUTES = ("tasks", "losses", "check_labels")
 
 
-class RADM(PretrainedMixin, nn.Module):
+class RADM(ProjectedEncodersMixin, PretrainedMixin, nn.Module):
     """The RADM multimodal classifier, composed of the modules it is given.
 
     Args:
@@ -94,20 +94,6 @@ class RADM(PretrainedMixin, nn.Module):
         self.task_weights: dict[str, float] = {task: float(weights.get(task, 1.0)) for task in self.heads.tasks}
         #: widths of encode_text / encode_image pooled vectors and of fuse (sizes ITC / ITM heads)
         self.feature_dims = FeatureDims(text=d_model, image=d_model, fused=2 * d_model)
-
-    # -- inputs --------------------------------------------------------------------------
-    @property
-    def text_encoder(self) -> nn.Module:
-        return self.encoders.text_encoder
-
-    @property
-    def image_encoder(self) -> nn.Module:
-        return self.encoders.image_encoder
-
-    def get_processor(self, train: bool = False):
-        """The :class:`~mmfuse.data.processing.MultimodalProcessor` making this model's batches
-        (``train=True``: with the image encoder's augmentation)."""
-        return self.encoders.get_processor(train)
 
     # -- SupportsFusion --------------------------------------------------------------------
     def encode_text(self, batch: Mapping[str, Any]) -> Features:
