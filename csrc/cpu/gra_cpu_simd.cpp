@@ -142,6 +142,16 @@ MMFUSE_ALWAYS_INLINE V load_partial(const T* x, int64_t count) {
   return v;
 }
 
+// Stores the first count (<= lanes) lanes of v to x[0 : count] (a full vector: one store).
+template <typename V, typename T>
+MMFUSE_ALWAYS_INLINE void store_partial(T* x, const V& v, int64_t count) {
+  if (count * static_cast<int64_t>(sizeof(T)) == static_cast<int64_t>(sizeof(V))) {
+    std::memcpy(x, &v, sizeof(V));
+  } else {
+    std::memcpy(x, &v, sizeof(T) * static_cast<size_t>(count));
+  }
+}
+
 template <typename V>
 MMFUSE_ALWAYS_INLINE auto lane_sum(V v) {
   constexpr int lanes = sizeof(V) / sizeof(v[0]);
@@ -236,11 +246,7 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
       x = x - mx;
       x = x > vf{} ? vf{} : x;  // masked keys may exceed the max: keep exp finite, then select 0
       const vf e = v != vf{} ? exp_nonpositive(x) : vf{};
-      if (count == lanes) {
-        std::memcpy(a + j, &e, sizeof(e));  // constant size: one vector store
-      } else {
-        std::memcpy(a + j, &e, sizeof(float) * static_cast<size_t>(count));
-      }
+      store_partial(a + j, e, count);
       vsum += e;
     }
     for (int i = 0; i < lanes; ++i) sum += vsum[i];
@@ -258,11 +264,7 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
     const int64_t count = std::min(vlanes, len - j);
     const vec_t x = load_partial<vec_t>(a + j, count), v = load_partial<vec_t>(valid + j, count);
     const vec_t r = v != vec_t{} ? x * inv : vec_t{};
-    if (count == vlanes) {
-      std::memcpy(a + j, &r, sizeof(r));
-    } else {
-      std::memcpy(a + j, &r, sizeof(T) * static_cast<size_t>(count));
-    }
+    store_partial(a + j, r, count);
   }
 }
 
