@@ -120,9 +120,15 @@ static PyObject* mmfuse_built_with_cuda(PyObject*, PyObject*) {
 #endif
 }
 
+static PyObject* mmfuse_cpu_capability(PyObject*, PyObject*) {
+  return PyUnicode_FromString(mmfuse::gra_cpu_capability());
+}
+
 static PyMethodDef kMethods[] = {
     {"built_with_cuda", mmfuse_built_with_cuda, METH_NOARGS,
      "True when the CUDA kernels were compiled into this build."},
+    {"cpu_capability", mmfuse_cpu_capability, METH_NOARGS,
+     "The instruction set of the CPU kernels: 'avx512', 'avx2' or 'default'."},
     {nullptr, nullptr, 0, nullptr}};
 
 static struct PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_C",

@@ -49,6 +49,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const std::optional<at::Tensor>& gate_weight, const std::optional<at::Tensor>& gate_bias,
     const at::Tensor& scores, c10::string_view mode, double scale);
 
+// The instruction set the CPU kernels run with: "avx512" (512-bit matrix products), "avx2" or
+// "default" (the baseline ISA) -- the widest the CPU has, capped by ATEN_CPU_CAPABILITY.
+const char* gra_cpu_capability();
+
 #ifdef MMFUSE_WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> gra_forward_cuda(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& prev,

@@ -131,6 +131,24 @@ const acc_t* as_acc(const scalar_t* src, int64_t rows, int64_t cols, std::vector
   }
 }
 
+// Where a result block of the accumulation type goes: straight into the output when that has the
+// accumulation type, else into `buf`, to be converted by store_result.
+template <typename acc_t, typename scalar_t>
+acc_t* result_buffer(scalar_t* out, std::vector<acc_t>& buf, int64_t count) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    return out;
+  } else {
+    buf.resize(static_cast<size_t>(count));
+    return buf.data();
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+void store_result(const acc_t* block, scalar_t* out, int64_t count) {
+  if constexpr (!std::is_same_v<acc_t, scalar_t>)
+    for (int64_t i = 0; i < count; ++i) out[i] = static_cast<scalar_t>(block[i]);
+}
+
 template <typename T>
 void run_gemm(const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb, T* c, int64_t ldc, int64_t R,
               int64_t K, int64_t N) {
@@ -146,25 +164,24 @@ struct GateRow {
   bool clamped = true;
 };
 
-// The row pass shared by forward and backward: from the raw scores s (scaled), prev p and the
-// 0/1 key weights `valid`, computes the gate and writes the combined scores n. `p_acc` is scratch
-// of Lk elements for p in the accumulation type (used when p has another type). The cosine sums
+// The row pass shared by forward and backward: from the raw scores s (scaled), prev p (in the
+// accumulation type; unused in plain mode) and the 0/1 key weights `valid`, computes the gate and
+// writes the combined scores n. The cosine sums
 // are taken in double over the valid keys only (selected, not multiplied by the mask); the clamp
 // compares the true norm product with 1e-8. NaN / inf at a valid key make c, g and the row NaN.
-template <typename acc_t, typename scalar_t>
-GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w, acc_t b, const acc_t* valid,
-                           int64_t Lk, acc_t* n, std::vector<acc_t>& p_acc) {
+template <typename acc_t>
+GateRow<acc_t> combine_row(int mode, const acc_t* s, const acc_t* p, acc_t w, acc_t b, const acc_t* valid, int64_t Lk,
+                           acc_t* n) {
   GateRow<acc_t> st;
   if (mode == kPlain) {
     std::copy(s, s + Lk, n);
     return st;
   }
   if (mode == kResidual) {
-    for (int64_t j = 0; j < Lk; ++j) n[j] = s[j] + static_cast<acc_t>(p[j]);
+    for (int64_t j = 0; j < Lk; ++j) n[j] = s[j] + p[j];
     return st;
   }
-  const acc_t* pa = as_acc(p, int64_t(1), Lk, p_acc);
-  const CosineSums<double> sums = cosine_sums(s, pa, valid, Lk);
+  const CosineSums<double> sums = cosine_sums(s, p, valid, Lk);
   const double ns = std::sqrt(sums.ss), np = std::sqrt(sums.pp), norm = ns * np;
   // clamped also covers a row without valid keys (dot = 0 -> c = 0); NaN compares false
   st.clamped = norm < kCosineEps;
@@ -173,7 +190,7 @@ GateRow<acc_t> combine_row(int mode, const acc_t* s, const scalar_t* p, acc_t w,
   st.inv_ns = st.clamped ? acc_t(0) : static_cast<acc_t>(1.0 / ns);
   st.inv_np = st.clamped ? acc_t(0) : static_cast<acc_t>(1.0 / np);
   st.g = acc_t(1) / (acc_t(1) + std::exp(-(w * st.c + b)));
-  for (int64_t j = 0; j < Lk; ++j) n[j] = (st.g * s[j] + pa[j]) / acc_t(2);
+  for (int64_t j = 0; j < Lk; ++j) n[j] = (st.g * s[j] + p[j]) / acc_t(2);
   return st;
 }
 
@@ -228,7 +245,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
   const int64_t grain = grain_for(kRowBlock * Lk * (D + Dv + 4));
   at::parallel_for(0, pr.B * pr.H * nrb, grain, [&](int64_t begin, int64_t end) {
     HeadCache<acc_t> hc;
-    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n(Lk), o(kRowBlock * Dv), p_acc;
+    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n(Lk), o, p_acc;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
       const int64_t b = bh / pr.H, h = bh % pr.H;
@@ -246,15 +263,16 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
         const int64_t row = bh * Lq + i0 + r;
         acc_t* sr = s.data() + r * Lk;
         for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-        combine_row(pr.mode, sr, in.prev ? in.prev + row * Lk : nullptr, w, gb, hc.valid.data(), Lk, n.data(),
-                    p_acc);
+        const acc_t* p = pr.mode != kPlain ? as_acc(in.prev + row * Lk, int64_t(1), Lk, p_acc) : nullptr;
+        combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data());
         scalar_t* sc = scores + row * Lk;
         for (int64_t j = 0; j < Lk; ++j) sc[j] = static_cast<scalar_t>(n[j]);
         masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, sr);  // the row now holds the weights a
       }
-      run_gemm(s.data(), Lk, 1, hc.v_rows, Dv, o.data(), Dv, rn, Lk, Dv);
       scalar_t* dst = out + (bh * Lq + i0) * Dv;
-      for (int64_t i = 0; i < rn * Dv; ++i) dst[i] = static_cast<scalar_t>(o[i]);
+      acc_t* ob = result_buffer(dst, o, rn * Dv);
+      run_gemm(s.data(), Lk, 1, hc.v_rows, Dv, ob, Dv, rn, Lk, Dv);
+      store_result(ob, dst, rn * Dv);
     }
   });
 }
@@ -268,9 +286,9 @@ struct BackwardOutputs {
 template <typename acc_t>
 struct RowScratch {
   HeadCache<acc_t> hc;
-  std::vector<acc_t> qb, dob, s, da, n, dq, p_acc;
+  std::vector<acc_t> qb, dob, s, da, n, dq, p_acc, gs_acc, dp_acc;
   RowScratch(int64_t D, int64_t Dv, int64_t Lk)
-      : qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dq(kRowBlock * D) {}
+      : qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dp_acc(Lk) {}
 };
 
 // Per-head schedule of the backward (below) when every thread has at least this many heads and a
@@ -317,75 +335,67 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
       acc_t* dn = da.data() + r * Lk;  // dA, then dN in place
       acc_t* a = a_rows + r * Lk;
       acc_t* ds = ds_rows + r * Lk;
-      const scalar_t* p = in.prev ? in.prev + row * Lk : nullptr;
-      const scalar_t* gs = grad_scores + row * Lk;
+      const acc_t* p = pr.mode != kPlain ? as_acc(in.prev + row * Lk, int64_t(1), Lk, p_acc) : nullptr;
       GateRow<acc_t> st;
       if (recompute_n) {
         for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-        st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data(), p_acc);
+        st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data());
         masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, a);
       } else {
         masked_softmax(reinterpret_cast<const acc_t*>(scores + row * Lk), hc.valid.data(), Lk, hc.any_valid, a);
       }
-      const acc_t rowdot = dot(a, dn, Lk);
-      // dN = A (dA - rowsum(dA A)) + dScores; the softmax term selected away at masked keys (in a
-      // NaN row, 0 * NaN would otherwise reach them)
-      for (int64_t j = 0; j < Lk; ++j)
-        dn[j] = (hc.valid[j] != acc_t(0) ? a[j] * (dn[j] - rowdot) : acc_t(0)) + static_cast<acc_t>(gs[j]);
+      softmax_backward(a, hc.valid.data(), as_acc(grad_scores + row * Lk, int64_t(1), Lk, sc.gs_acc), Lk, dn);
 
-      scalar_t* dp = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
+      // dPrev is written straight into grad_prev when it has the accumulation type
+      scalar_t* dp_out = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
+      acc_t* dp = nullptr;
+      if (dp_out != nullptr) {
+        if constexpr (std::is_same_v<scalar_t, acc_t>) dp = dp_out; else dp = sc.dp_acc.data();
+      }
       if (pr.mode == kGated) {
         const acc_t dg = dot(dn, sr, Lk) / acc_t(2);
         const acc_t dz = dg * st.g * (acc_t(1) - st.g);
         gate_ws[2 * row] = dz * st.c;
         gate_ws[2 * row + 1] = dz;
         const acc_t dc = dz * w;
-        // dc/ds_j = (p_j/|p| - c s_j/|s|) / |s| ; dc/dp_j = (s_j/|s| - c p_j/|p|) / |p| (valid keys,
-        // unclamped), with the unit vectors formed first so that nothing overflows
-        const acc_t ks = dc * st.inv_ns, kp = dc * st.inv_np;
-        const acc_t half_g = st.g / acc_t(2);
-        if (st.clamped) {
-          for (int64_t j = 0; j < Lk; ++j) {
-            ds[j] = in.scale * (half_g * dn[j]);
-            dp[j] = static_cast<scalar_t>(dn[j] / acc_t(2));
-          }
-        } else {
-          const acc_t* valid = hc.valid.data();
-          // branch-free (computed at every key, then selected: masked keys may hold inf / NaN),
-          // so that the compiler vectorises the loop
-          for (int64_t j = 0; j < Lk; ++j) {
-            const acc_t pj = static_cast<acc_t>(p[j]), sj = sr[j];
-            const acc_t us = sj * st.inv_ns, up = pj * st.inv_np;
-            const acc_t cos_s = ks * (up - st.c * us), cos_p = kp * (us - st.c * up);
-            const bool keep = valid[j] != acc_t(0);
-            ds[j] = in.scale * (half_g * dn[j] + (keep ? cos_s : acc_t(0)));
-            dp[j] = static_cast<scalar_t>(dn[j] / acc_t(2) + (keep ? cos_p : acc_t(0)));
-          }
-        }
+        const GateBackward<acc_t> gk{in.scale, st.g / acc_t(2), st.c, dc * st.inv_ns, dc * st.inv_np,
+                                     st.inv_ns, st.inv_np, st.clamped};
+        gate_backward(gk, dn, sr, p, hc.valid.data(), Lk, ds, dp);
       } else {
         for (int64_t j = 0; j < Lk; ++j) ds[j] = in.scale * dn[j];
         if (dp != nullptr) {
-          const bool residual = pr.mode == kResidual;
-          for (int64_t j = 0; j < Lk; ++j) dp[j] = residual ? static_cast<scalar_t>(dn[j]) : scalar_t(0);
+          if (pr.mode == kResidual) {
+            std::copy(dn, dn + Lk, dp);
+          } else {
+            std::fill(dp, dp + Lk, acc_t(0));
+          }
         }
       }
+      if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+        if (dp_out != nullptr)
+          for (int64_t j = 0; j < Lk; ++j) dp_out[j] = static_cast<scalar_t>(dp[j]);
+      }
     }
-    run_gemm(ds_rows, Lk, 1, hc.k_rows, D, sc.dq.data(), D, rn, Lk, D);  // dQ = scale dS . K
     scalar_t* dst = g.grad_q + row0 * D;
-    for (int64_t i = 0; i < rn * D; ++i) dst[i] = static_cast<scalar_t>(sc.dq[i]);
+    acc_t* dq = result_buffer(dst, sc.dq, rn * D);
+    run_gemm(ds_rows, Lk, 1, hc.k_rows, D, dq, D, rn, Lk, D);  // dQ = scale dS . K
+    store_result(dq, dst, rn * D);
   };
 
   // dK = (scale dS)^T . Q and dV = A^T . dOut for keys j0 .. j0+kn of head bh, from A and scale*dS
   // of all Lq rows (row stride Lk, starting at key j0). Each element is summed over the rows in
   // order, by one task: the same bits whichever schedule below ran.
   auto key_block = [&](int64_t bh, int64_t j0, int64_t kn, const acc_t* a_cols, const acc_t* ds_cols,
-                       const acc_t* q_rows, const acc_t* do_rows, acc_t* dk, acc_t* dv) {
-    run_gemm(ds_cols, int64_t(1), Lk, q_rows, D, dk, D, kn, Lq, D);
-    run_gemm(a_cols, int64_t(1), Lk, do_rows, Dv, dv, Dv, kn, Lq, Dv);
+                       const acc_t* q_rows, const acc_t* do_rows, std::vector<acc_t>& dk_buf,
+                       std::vector<acc_t>& dv_buf) {
     scalar_t* gk = g.grad_k + (bh * Lk + j0) * D;
     scalar_t* gv = g.grad_v + (bh * Lk + j0) * Dv;
-    for (int64_t i = 0; i < kn * D; ++i) gk[i] = static_cast<scalar_t>(dk[i]);
-    for (int64_t i = 0; i < kn * Dv; ++i) gv[i] = static_cast<scalar_t>(dv[i]);
+    acc_t* dk = result_buffer(gk, dk_buf, kn * D);
+    acc_t* dv = result_buffer(gv, dv_buf, kn * Dv);
+    run_gemm(ds_cols, int64_t(1), Lk, q_rows, D, dk, D, kn, Lq, D);
+    run_gemm(a_cols, int64_t(1), Lk, do_rows, Dv, dv, Dv, kn, Lq, Dv);
+    store_result(dk, gk, kn * D);
+    store_result(dv, gv, kn * Dv);
   };
 
   const int64_t threads = at::get_num_threads();
@@ -395,12 +405,12 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
     // workspace is written to memory and read back.
     at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
       RowScratch<acc_t> sc(D, Dv, Lk);
-      std::vector<acc_t> a_head(Lq * Lk), ds_head(Lq * Lk), dk(Lk * D), dv(Lk * Dv), qbuf, dobuf;
+      std::vector<acc_t> a_head(Lq * Lk), ds_head(Lq * Lk), dk, dv, qbuf, dobuf;
       for (int64_t bh = begin; bh < end; ++bh) {
         for (int64_t i0 = 0; i0 < Lq; i0 += kRowBlock)
           row_block(sc, bh, i0, std::min(kRowBlock, Lq - i0), a_head.data() + i0 * Lk, ds_head.data() + i0 * Lk);
         key_block(bh, 0, Lk, a_head.data(), ds_head.data(), as_acc(in.q + bh * Lq * D, Lq, D, qbuf),
-                  as_acc(grad_out + bh * Lq * Dv, Lq, Dv, dobuf), dk.data(), dv.data());
+                  as_acc(grad_out + bh * Lq * Dv, Lq, Dv, dobuf), dk, dv);
       }
     });
     return;
@@ -426,7 +436,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
   const int64_t nkb = (Lk + kKeyBlock - 1) / kKeyBlock;
   at::parallel_for(0, BH * nkb, grain_for(kKeyBlock * Lq * (D + Dv)), [&](int64_t begin, int64_t end) {
     int64_t cached = -1;
-    std::vector<acc_t> qbuf, dobuf, dk(kKeyBlock * D), dv(kKeyBlock * Dv);
+    std::vector<acc_t> qbuf, dobuf, dk, dv;
     const acc_t *q_rows = nullptr, *do_rows = nullptr;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / nkb, j0 = (t % nkb) * kKeyBlock;
@@ -436,8 +446,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
         do_rows = as_acc(grad_out + bh * Lq * Dv, Lq, Dv, dobuf);
       }
       const int64_t base = bh * Lq * Lk + j0;
-      key_block(bh, j0, std::min(kKeyBlock, Lk - j0), attn_ws + base, dscore_ws + base, q_rows, do_rows, dk.data(),
-                dv.data());
+      key_block(bh, j0, std::min(kKeyBlock, Lk - j0), attn_ws + base, dscore_ws + base, q_rows, do_rows, dk, dv);
     }
   });
 }

@@ -1,6 +1,8 @@
 // The vectorised building blocks of the CPU kernels (see gra_cpu_simd.h), compiled per ISA.
 #include "gra_cpu_simd.h"
 
+#include "../gated_residual_attention.h"
+
 #include <ATen/Parallel.h>
 
 #include <dlfcn.h>
@@ -30,15 +32,22 @@ namespace {
 
 constexpr int kTileRows = 6;
 typedef double double_vec __attribute__((vector_size(32)));  // 4 doubles
-typedef long long long_vec __attribute__((vector_size(32)));  // lane masks of double_vec  // 6 x 2 vector accumulators: 12 of the 16 AVX registers
+typedef long long long_vec __attribute__((vector_size(32)));  // lane masks of double_vec
+
+// T vectors of VB bytes (GCC vector extension). Through a class template: GCC ignores
+// vector_size on a dependent type in a plain alias inside a function template.
+template <typename T, int VB>
+struct VecOf {
+  typedef T type __attribute__((vector_size(VB)));
+};
 
 // C tile [RT, NV * lanes] = A[RT, K] . B[K, NV * lanes] with compile-time sizes: the RT x NV
-// accumulators are 256-bit GCC vectors held in registers (two 128-bit halves on the baseline
-// ISA); per k, NV vector loads of B, RT broadcasts of A and RT x NV multiply-adds.
-template <typename T, int RT, int NV>
+// accumulators are VB-byte GCC vectors held in registers (256-bit ones are two 128-bit halves on
+// the baseline ISA); per k, NV vector loads of B, RT broadcasts of A and RT x NV multiply-adds.
+template <typename T, int VB, int RT, int NV>
 MMFUSE_ALWAYS_INLINE void gemm_tile_fixed(const GemmArgs<T>& g, int64_t r0, int64_t n0) {
-  typedef T vec_t __attribute__((vector_size(32)));
-  constexpr int lanes = 32 / static_cast<int>(sizeof(T));
+  using vec_t = typename VecOf<T, VB>::type;
+  constexpr int lanes = VB / static_cast<int>(sizeof(T));
   vec_t acc[RT][NV];
   for (int r = 0; r < RT; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = vec_t{};
@@ -80,18 +89,20 @@ MMFUSE_ALWAYS_INLINE void gemm_tile_edge(const GemmArgs<T>& g, int64_t r0, int64
 
 // The rn (<= kTileRows) rows from r0 of an NV-vector-wide column strip, with the register tile
 // of exactly that size (so the last, partial row tile of a block is as fast as the others).
-template <typename T, int NV>
+template <typename T, int VB, int NV>
 MMFUSE_ALWAYS_INLINE void gemm_rows(const GemmArgs<T>& g, int64_t r0, int64_t rn, int64_t n0) {
   switch (rn) {
-    case 6: return gemm_tile_fixed<T, 6, NV>(g, r0, n0);
-    case 5: return gemm_tile_fixed<T, 5, NV>(g, r0, n0);
-    case 4: return gemm_tile_fixed<T, 4, NV>(g, r0, n0);
-    case 3: return gemm_tile_fixed<T, 3, NV>(g, r0, n0);
-    case 2: return gemm_tile_fixed<T, 2, NV>(g, r0, n0);
-    default: return gemm_tile_fixed<T, 1, NV>(g, r0, n0);
+    case 6: return gemm_tile_fixed<T, VB, 6, NV>(g, r0, n0);
+    case 5: return gemm_tile_fixed<T, VB, 5, NV>(g, r0, n0);
+    case 4: return gemm_tile_fixed<T, VB, 4, NV>(g, r0, n0);
+    case 3: return gemm_tile_fixed<T, VB, 3, NV>(g, r0, n0);
+    case 2: return gemm_tile_fixed<T, VB, 2, NV>(g, r0, n0);
+    default: return gemm_tile_fixed<T, VB, 1, NV>(g, r0, n0);
   }
 }
 
+// 256-bit vectors: column strips of two vectors (6 x 2 accumulators, 12 of the 16 AVX registers),
+// then one vector, then the scalar edge.
 template <typename T>
 MMFUSE_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
   static_assert(kTileRows == 6, "gemm_rows handles up to 6 rows");
@@ -99,12 +110,38 @@ MMFUSE_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
   for (int64_t r0 = 0; r0 < g.R; r0 += kTileRows) {
     const int64_t rn = std::min<int64_t>(kTileRows, g.R - r0);
     int64_t n0 = 0;
-    for (; n0 + 2 * lanes <= g.N; n0 += 2 * lanes) gemm_rows<T, 2>(g, r0, rn, n0);
+    for (; n0 + 2 * lanes <= g.N; n0 += 2 * lanes) gemm_rows<T, 32, 2>(g, r0, rn, n0);
     if (n0 + lanes <= g.N) {
-      gemm_rows<T, 1>(g, r0, rn, n0);
+      gemm_rows<T, 32, 1>(g, r0, rn, n0);
       n0 += lanes;
     }
     if (n0 < g.N) gemm_tile_edge<T, lanes>(g, r0, rn, n0, g.N - n0);
+  }
+}
+
+// 512-bit vectors (AVX-512's 32 registers): strips of four vectors (6 x 4 accumulators), then two,
+// then one, then the 256-bit strip and the scalar edge. Each element of C is still one chain of
+// multiply-adds over k in order, as in the 256-bit build.
+template <typename T>
+MMFUSE_ALWAYS_INLINE void gemm_impl_512(const GemmArgs<T>& g) {
+  constexpr int lanes = 64 / static_cast<int>(sizeof(T)), lanes256 = lanes / 2;
+  for (int64_t r0 = 0; r0 < g.R; r0 += kTileRows) {
+    const int64_t rn = std::min<int64_t>(kTileRows, g.R - r0);
+    int64_t n0 = 0;
+    for (; n0 + 4 * lanes <= g.N; n0 += 4 * lanes) gemm_rows<T, 64, 4>(g, r0, rn, n0);
+    if (n0 + 2 * lanes <= g.N) {
+      gemm_rows<T, 64, 2>(g, r0, rn, n0);
+      n0 += 2 * lanes;
+    }
+    if (n0 + lanes <= g.N) {
+      gemm_rows<T, 64, 1>(g, r0, rn, n0);
+      n0 += lanes;
+    }
+    if (n0 + lanes256 <= g.N) {
+      gemm_rows<T, 32, 1>(g, r0, rn, n0);
+      n0 += lanes256;
+    }
+    if (n0 < g.N) gemm_tile_edge<T, lanes256>(g, r0, rn, n0, g.N - n0);
   }
 }
 
@@ -206,21 +243,30 @@ MMFUSE_ALWAYS_INLINE CosineSums<double> cosine_sums_impl(const T* s, const T* p,
   return {lane_sum(sp[0] + sp[1]), lane_sum(ss[0] + ss[1]), lane_sum(pp[0] + pp[1])};
 }
 
-// The largest n[j] over valid keys, -inf when there is none.
+// The largest n[j] over valid keys, -inf when there is none. Four independent running maxima:
+// one compare-and-blend chain would cost its latency per vector.
 template <typename T>
 MMFUSE_ALWAYS_INLINE T masked_max(const T* n, const T* valid, int64_t len) {
   typedef T vec_t __attribute__((vector_size(32)));
   constexpr int64_t lanes = 32 / sizeof(T);
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  vec_t mx = vec_t{} + kNegInf;
-  for (int64_t j = 0; j < len; j += lanes) {
+  vec_t mx[4] = {vec_t{} + kNegInf, vec_t{} + kNegInf, vec_t{} + kNegInf, vec_t{} + kNegInf};
+  int64_t j = 0;
+  for (; j + 4 * lanes <= len; j += 4 * lanes)
+    for (int u = 0; u < 4; ++u) {
+      const vec_t x = load_partial<vec_t>(n + j + u * lanes, lanes);
+      const vec_t v = load_partial<vec_t>(valid + j + u * lanes, lanes);
+      mx[u] = (v != vec_t{}) & (x > mx[u]) ? x : mx[u];
+    }
+  for (; j < len; j += lanes) {
     const int64_t count = std::min(lanes, len - j);
     const vec_t x = load_partial<vec_t>(n + j, count);
     const vec_t v = load_partial<vec_t>(valid + j, count);  // zero-padded: the padding is not valid
-    mx = (v != vec_t{}) & (x > mx) ? x : mx;
+    mx[0] = (v != vec_t{}) & (x > mx[0]) ? x : mx[0];
   }
   T best = kNegInf;
-  for (int i = 0; i < lanes; ++i) best = mx[i] > best ? mx[i] : best;
+  for (int u = 0; u < 4; ++u)
+    for (int i = 0; i < lanes; ++i) best = mx[u][i] > best ? mx[u][i] : best;
   return best;
 }
 
@@ -268,30 +314,102 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
   }
 }
 
-#ifdef MMFUSE_X86_DISPATCH
-// The same source compiled for AVX2 + FMA; chosen at run time when the CPU has both.
-__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<float>& g) { gemm_impl(g); }
-__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<double>& g) { gemm_impl(g); }
+// dN of one softmax row, in place: d holds dA on entry.
 template <typename T>
-__attribute__((target("avx2,fma"))) void masked_softmax_avx2(const T* n, const T* valid, int64_t len, bool any_valid,
-                                                              T* a) {
-  masked_softmax_impl(n, valid, len, any_valid, a);
-}
-template <typename T>
-__attribute__((target("avx2,fma"))) T dot_avx2(const T* x, const T* y, int64_t len) {
-  return dot_impl(x, y, len);
-}
-template <typename T>
-__attribute__((target("avx2,fma"))) CosineSums<double> cosine_sums_avx2(const T* s, const T* p, const T* valid,
-                                                                    int64_t len) {
-  return cosine_sums_impl(s, p, valid, len);
+MMFUSE_ALWAYS_INLINE void softmax_backward_impl(const T* a, const T* valid, const T* grad_n, int64_t len, T* d) {
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int64_t lanes = 32 / sizeof(T);
+  const T rowdot = dot_impl(a, d, len);
+  for (int64_t j = 0; j < len; j += lanes) {
+    const int64_t count = std::min(lanes, len - j);
+    const vec_t av = load_partial<vec_t>(a + j, count), dv = load_partial<vec_t>(d + j, count);
+    const vec_t v = load_partial<vec_t>(valid + j, count), gv = load_partial<vec_t>(grad_n + j, count);
+    const vec_t soft = av * (dv - rowdot);
+    store_partial(d + j, (v != vec_t{} ? soft : vec_t{}) + gv, count);
+  }
 }
 
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+// ds and dp of one gated row: every key computed, then the cosine terms selected (masked keys may
+// hold inf / NaN in s or p).
+template <typename T>
+MMFUSE_ALWAYS_INLINE void gate_backward_impl(const GateBackward<T>& k, const T* dn, const T* s, const T* p,
+                                             const T* valid, int64_t len, T* ds, T* dp) {
+  typedef T vec_t __attribute__((vector_size(32)));
+  constexpr int64_t lanes = 32 / sizeof(T);
+  for (int64_t j = 0; j < len; j += lanes) {
+    const int64_t count = std::min(lanes, len - j);
+    const vec_t dnv = load_partial<vec_t>(dn + j, count);
+    vec_t ds_v = k.scale * (k.half_g * dnv), dp_v = dnv / T(2);
+    if (!k.clamped) {
+      const vec_t us = load_partial<vec_t>(s + j, count) * k.inv_ns, up = load_partial<vec_t>(p + j, count) * k.inv_np;
+      const vec_t cos_s = k.ks * (up - k.c * us), cos_p = k.kp * (us - k.c * up);
+      const auto keep = load_partial<vec_t>(valid + j, count) != vec_t{};
+      ds_v = k.scale * (k.half_g * dnv + (keep ? cos_s : vec_t{}));
+      dp_v = dp_v + (keep ? cos_p : vec_t{});
+    }
+    store_partial(ds + j, ds_v, count);
+    store_partial(dp + j, dp_v, count);
+  }
 }
+
+// The instruction set the kernels use, chosen once: the widest the CPU supports, capped by
+// ATEN_CPU_CAPABILITY (default, avx2, avx512) as torch's own CPU kernels are, so that one
+// variable selects the code path of both (tests run every path on one machine this way).
+enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+Isa active_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::kBaseline;
+#ifdef MMFUSE_X86_DISPATCH
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
+    if (best == Isa::kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+      best = Isa::kAvx512;
 #endif
+    const char* env = std::getenv("ATEN_CPU_CAPABILITY");
+    if (env == nullptr) return best;
+    const std::string_view want(env);
+    Isa cap = best;
+    if (want == "default") cap = Isa::kBaseline;
+    if (want == "avx2") cap = Isa::kAvx2;
+    return std::min(cap, best);
+  }();
+  return isa;
+}
+
+#ifdef MMFUSE_X86_DISPATCH
+// The matrix product compiled for AVX2 + FMA and for AVX-512 (512-bit vectors); the widest the
+// CPU has is chosen at run time.
+__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<float>& g) { gemm_impl(g); }
+__attribute__((target("avx2,fma"))) void gemm_avx2(const GemmArgs<double>& g) { gemm_impl(g); }
+#define MMFUSE_AVX512 "avx512f,avx512vl,avx2,fma"
+__attribute__((target(MMFUSE_AVX512))) void gemm_avx512(const GemmArgs<float>& g) { gemm_impl_512(g); }
+__attribute__((target(MMFUSE_AVX512))) void gemm_avx512(const GemmArgs<double>& g) { gemm_impl_512(g); }
+#undef MMFUSE_AVX512
+
+// A row function NAME_impl compiled for AVX2 + FMA as well, and NAME_dispatch, which calls that
+// build when the CPU has it. Row functions stay on 256-bit vectors even with AVX-512: GCC turns
+// their 512-bit masked selects into scalar code.
+#define MMFUSE_ROW_FUNCTION(NAME)                                                                   \
+  template <typename... Args>                                                                       \
+  __attribute__((target("avx2,fma"))) auto NAME##_avx2(Args... args) { return NAME##_impl(args...); } \
+  template <typename... Args>                                                                       \
+  auto NAME##_dispatch(Args... args) {                                                              \
+    if (active_isa() >= Isa::kAvx2) return NAME##_avx2(args...);                                    \
+    return NAME##_impl(args...);                                                                    \
+  }
+#else
+#define MMFUSE_ROW_FUNCTION(NAME)                                                                   \
+  template <typename... Args>                                                                       \
+  auto NAME##_dispatch(Args... args) {                                                              \
+    return NAME##_impl(args...);                                                                    \
+  }
+#endif
+MMFUSE_ROW_FUNCTION(masked_softmax)
+MMFUSE_ROW_FUNCTION(dot)
+MMFUSE_ROW_FUNCTION(cosine_sums)
+MMFUSE_ROW_FUNCTION(softmax_backward)
+MMFUSE_ROW_FUNCTION(gate_backward)
+#undef MMFUSE_ROW_FUNCTION
 
 // Opt-in (MMFUSE_CPU_BLAS=1): the per-block products through the BLAS that torch ships (MKL's
 // Fortran sgemm_ / dgemm_ in the official x86-64 wheels), looked up at run time in the already
@@ -365,36 +483,28 @@ template <typename T>
 void gemm_dispatch(const GemmArgs<T>& g) {
   if (gemm_blas(g)) return;
 #ifdef MMFUSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return gemm_avx2(g);
+  if (active_isa() == Isa::kAvx512) return gemm_avx512(g);
+  if (active_isa() == Isa::kAvx2) return gemm_avx2(g);
 #endif
   gemm_impl(g);
 }
 
-template <typename T>
-void masked_softmax_dispatch(const T* n, const T* valid, int64_t len, bool any_valid, T* a) {
-#ifdef MMFUSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return masked_softmax_avx2(n, valid, len, any_valid, a);
-#endif
-  masked_softmax_impl(n, valid, len, any_valid, a);
-}
 
-template <typename T>
-T dot_dispatch(const T* x, const T* y, int64_t len) {
-#ifdef MMFUSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return dot_avx2(x, y, len);
-#endif
-  return dot_impl(x, y, len);
-}
 
-template <typename T>
-CosineSums<double> cosine_sums_dispatch(const T* s, const T* p, const T* valid, int64_t len) {
-#ifdef MMFUSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return cosine_sums_avx2(s, p, valid, len);
-#endif
-  return cosine_sums_impl(s, p, valid, len);
-}
 
 }  // namespace
+
+}  // namespace gra_cpu
+
+const char* gra_cpu_capability() {
+  switch (gra_cpu::active_isa()) {
+    case gra_cpu::Isa::kAvx512: return "avx512";
+    case gra_cpu::Isa::kAvx2: return "avx2";
+    default: return "default";
+  }
+}
+
+namespace gra_cpu {
 
 float dot(const float* x, const float* y, int64_t len) { return dot_dispatch(x, y, len); }
 double dot(const double* x, const double* y, int64_t len) { return dot_dispatch(x, y, len); }
@@ -412,6 +522,20 @@ void masked_softmax(const float* n, const float* valid, int64_t len, bool any_va
 }
 void masked_softmax(const double* n, const double* valid, int64_t len, bool any_valid, double* a) {
   masked_softmax_dispatch(n, valid, len, any_valid, a);
+}
+void softmax_backward(const float* a, const float* valid, const float* grad_n, int64_t len, float* d) {
+  softmax_backward_dispatch(a, valid, grad_n, len, d);
+}
+void softmax_backward(const double* a, const double* valid, const double* grad_n, int64_t len, double* d) {
+  softmax_backward_dispatch(a, valid, grad_n, len, d);
+}
+void gate_backward(const GateBackward<float>& k, const float* dn, const float* s, const float* p, const float* valid,
+                   int64_t len, float* ds, float* dp) {
+  gate_backward_dispatch(k, dn, s, p, valid, len, ds, dp);
+}
+void gate_backward(const GateBackward<double>& k, const double* dn, const double* s, const double* p,
+                   const double* valid, int64_t len, double* ds, double* dp) {
+  gate_backward_dispatch(k, dn, s, p, valid, len, ds, dp);
 }
 
 }  // namespace gra_cpu

@@ -55,5 +55,29 @@ CosineSums<double> cosine_sums(const double* s, const double* p, const double* v
 void masked_softmax(const float* n, const float* valid, int64_t len, bool any_valid, float* a);
 void masked_softmax(const double* n, const double* valid, int64_t len, bool any_valid, double* a);
 
+// The backward of a masked softmax row, in place: on entry d holds dA (the gradient of the
+// weights a); on return dN_j = a_j (dA_j - sum_k a_k dA_k) + grad_n_j at valid keys and grad_n_j
+// at masked ones (grad_n: the gradient reaching n directly, through the `scores` output).
+void softmax_backward(const float* a, const float* valid, const float* grad_n, int64_t len, float* d);
+void softmax_backward(const double* a, const double* valid, const double* grad_n, int64_t len, double* d);
+
+// The per-row constants of the cosine gate's backward (gra_cpu.cpp computes them from the row).
+template <typename T>
+struct GateBackward {
+  T scale, half_g;   // the score scale; g / 2
+  T c, ks, kp;       // the cosine; dL/dc / |s| and dL/dc / |p|
+  T inv_ns, inv_np;  // 1 / |s|, 1 / |p|
+  bool clamped;      // |s| |p| < eps: the cosine is sp / eps and its terms below are dropped
+};
+
+// The gradients of one gated row, from dN (dn), the scaled scores s and prev p:
+//   ds_j = scale (g/2 dN_j + [valid_j] ks (p_j/|p| - c s_j/|s|)),
+//   dp_j = dN_j / 2 + [valid_j] kp (s_j/|s| - c p_j/|p|),
+// the unit vectors formed first so that nothing overflows for |s|, |p| ~ 1e18.
+void gate_backward(const GateBackward<float>& k, const float* dn, const float* s, const float* p, const float* valid,
+                   int64_t len, float* ds, float* dp);
+void gate_backward(const GateBackward<double>& k, const double* dn, const double* s, const double* p,
+                   const double* valid, int64_t len, double* ds, double* dp);
+
 }  // namespace gra_cpu
 }  // namespace mmfuse

@@ -635,7 +635,7 @@ def _add_speedups(results: list[CaseResult]) -> None:
 
 
 def environment(device: torch.device, dtype: torch.dtype, peak: tuple[float, str] | None) -> dict[str, Any]:
-    from mmfuse.ops import extension_available
+    from mmfuse.ops import cpu_capability, extension_available
 
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -652,6 +652,7 @@ def environment(device: torch.device, dtype: torch.dtype, peak: tuple[float, str
         **git_revision(),
         "extension": extension_available(),
         "fused_kernel": fused_kernel_available(device, dtype),
+        "cpu_capability": cpu_capability() if device.type == "cpu" else None,
         "peak_bandwidth_gbs": peak[0] if peak else None,
         "peak_bandwidth_source": peak[1] if peak else None,
         "memory_kind": memory_kind(device),

@@ -188,6 +188,8 @@ def _commit_text(env: dict[str, Any]) -> str:
 def attn_header(payload: dict[str, Any]) -> list[str]:
     env = payload["environment"]
     threads = f"{env['threads']} threads" if env["device"] == "cpu" else f"{env['cpu_count']} CPUs"
+    if env.get("cpu_capability"):
+        threads += f", kernels built for {env['cpu_capability']}"
     return [
         f"- Device: {env['device_name']} ({threads}{_load_text(env)}); torch {env['torch']}; "
         f"commit {_commit_text(env)}; {payload['created']}",

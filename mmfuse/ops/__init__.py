@@ -5,7 +5,13 @@
 ``gated_residual_attention_reference`` (warning once if the extension is missing).
 """
 
-from mmfuse.ops._extension import ExtensionUnavailableWarning, built_with_cuda, extension_available, load_extension
+from mmfuse.ops._extension import (
+    ExtensionUnavailableWarning,
+    built_with_cuda,
+    cpu_capability,
+    extension_available,
+    load_extension,
+)
 from mmfuse.ops.attention import fused_kernel_available, gated_residual_attention
 from mmfuse.ops.reference import gated_residual_attention_reference
 from mmfuse.ops.validation import MODES
@@ -17,6 +23,7 @@ __all__ = [
     "MODES",
     "ExtensionUnavailableWarning",
     "built_with_cuda",
+    "cpu_capability",
     "extension_available",
     "load_extension",
 ]

@@ -50,3 +50,14 @@ def built_with_cuda() -> bool:
     """True when the loaded extension contains the CUDA kernels."""
     ext = load_extension()
     return bool(ext is not None and ext.built_with_cuda())
+
+
+def cpu_capability() -> str | None:
+    """The instruction set of the CPU kernels: ``"avx512"`` (512-bit matrix products, 256-bit
+    row functions), ``"avx2"`` or ``"default"`` (the baseline ISA); ``None`` without the extension.
+
+    The widest the CPU supports, capped by the ``ATEN_CPU_CAPABILITY`` environment variable
+    (``default``, ``avx2``, ``avx512``), read once, as torch's own CPU kernels do.
+    """
+    ext = load_extension()
+    return None if ext is None else str(ext.cpu_capability())
