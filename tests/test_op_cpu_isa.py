@@ -1,0 +1,53 @@
+"""Every instruction-set build of the CPU kernels against the float64 reference.
+
+The kernels pick the widest build the CPU has (512-bit matrix products on AVX-512, AVX2 + FMA,
+or the baseline ISA) once per process, capped by ``ATEN_CPU_CAPABILITY`` as torch's own CPU
+kernels are. The main suite runs the native build; here each narrower one runs
+``tests/test_op_cpu.py`` (forward, backward, gradcheck, hypothesis, determinism) in a fresh
+interpreter with the variable set, after checking that the kernels report that very build.
+Budget: ~15 s per build on 2 cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, subprocess_env
+
+from mmfuse.ops import cpu_capability, fused_kernel_available
+
+if not fused_kernel_available("cpu"):
+    pytest.skip("the CPU kernels of mmfuse._C are not built", allow_module_level=True)
+
+ORDER = ["default", "avx2", "avx512"]
+NATIVE = cpu_capability()
+
+
+def run_with_capability(capability: str, *args: str) -> subprocess.CompletedProcess:
+    env = subprocess_env([str(REPO_ROOT / "tests")])
+    env["ATEN_CPU_CAPABILITY"] = capability
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_native_build_is_reported():
+    assert NATIVE in ORDER
+    got = run_with_capability("", "-c", "from mmfuse.ops import cpu_capability; print(cpu_capability())")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == NATIVE  # an empty variable caps nothing
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_narrower_build_matches_reference(capability):
+    if ORDER.index(capability) >= ORDER.index(NATIVE):
+        pytest.skip(f"{capability} is the native build here ({NATIVE}): the main suite runs it")
+    got = run_with_capability(capability, "-c", "from mmfuse.ops import cpu_capability; print(cpu_capability())")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == capability, "ATEN_CPU_CAPABILITY did not select the build"
+    suite = run_with_capability(
+        capability, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_op_cpu.py", "-k",
+        "not compile and not opcheck",
+    )
+    assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-2000:]
+    assert " passed" in suite.stdout and " failed" not in suite.stdout
