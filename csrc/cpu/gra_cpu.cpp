@@ -107,15 +107,26 @@ struct Inputs {
   }
 };
 
-// rows x cols of `src` (row stride src_ld) into dst, converted, optionally transposed.
+// rows x cols of `src` into dst, converted, optionally transposed (dst [cols, rows]).
 template <typename acc_t, typename scalar_t>
-void load_block(const scalar_t* src, int64_t rows, int64_t cols, acc_t* dst, bool transpose) {
-  if (transpose) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = static_cast<acc_t>(src[r * cols + c]);
+void load_block(const scalar_t* src, int64_t rows, int64_t cols, acc_t* dst, bool transposed) {
+  if (transposed) {
+    if constexpr (std::is_same_v<acc_t, scalar_t>) {
+      transpose(src, rows, cols, dst);
+    } else {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = static_cast<acc_t>(src[r * cols + c]);
+    }
   } else {
     for (int64_t i = 0; i < rows * cols; ++i) dst[i] = static_cast<acc_t>(src[i]);
   }
+}
+
+// scale * q for a block of query rows: s = (scale q) . K^T then comes out of the product scaled
+// (exactly scale * (q . K^T) when the scale is a power of two, as 1/sqrt(D) is for D = 4^k).
+template <typename acc_t, typename scalar_t>
+void load_scaled(const scalar_t* src, int64_t count, acc_t scale, acc_t* dst) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<acc_t>(src[i]) * scale;
 }
 
 // A contiguous [rows, cols] block in the accumulation type: the input itself when it already
@@ -245,7 +256,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
   const int64_t grain = grain_for(kRowBlock * Lk * (D + Dv + 4));
   at::parallel_for(0, pr.B * pr.H * nrb, grain, [&](int64_t begin, int64_t end) {
     HeadCache<acc_t> hc;
-    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n(Lk), o, p_acc;
+    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n, o, p_acc;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
       const int64_t b = bh / pr.H, h = bh % pr.H;
@@ -256,18 +267,29 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
         hc.v_rows = masked_values(in.v + bh * Lk * Dv, Lk, Dv, in.mask ? in.mask + b * Lk : nullptr, hc.v);
       }
-      load_block(in.q + (bh * Lq + i0) * D, rn, D, qb.data(), false);
-      run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);
+      load_scaled(in.q + (bh * Lq + i0) * D, rn * D, in.scale, qb.data());
+      // s of the block; without a gate or prev it is n itself, so a float32 / float64 product
+      // lands in `scores` directly
+      scalar_t* scores_blk = scores + (bh * Lq + i0) * Lk;
+      acc_t* s_blk = s.data();
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        if (pr.mode == kPlain) s_blk = scores_blk;
+      }
+      run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s_blk, Lk, rn, D, Lk);
       const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
       for (int64_t r = 0; r < rn; ++r) {
         const int64_t row = bh * Lq + i0 + r;
-        acc_t* sr = s.data() + r * Lk;
-        for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
-        const acc_t* p = pr.mode != kPlain ? as_acc(in.prev + row * Lk, int64_t(1), Lk, p_acc) : nullptr;
-        combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data());
-        scalar_t* sc = scores + row * Lk;
-        for (int64_t j = 0; j < Lk; ++j) sc[j] = static_cast<scalar_t>(n[j]);
-        masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, sr);  // the row now holds the weights a
+        acc_t* a = s.data() + r * Lk;  // s of the row, then its weights a
+        const acc_t* n_row = s_blk + r * Lk;
+        if (s_blk == s.data()) {  // n from s (and prev), written to scores
+          scalar_t* sc = scores_blk + r * Lk;
+          acc_t* n_dst = result_buffer(sc, n, Lk);
+          const acc_t* p = pr.mode != kPlain ? as_acc(in.prev + row * Lk, int64_t(1), Lk, p_acc) : nullptr;
+          combine_row(pr.mode, a, p, w, gb, hc.valid.data(), Lk, n_dst);
+          store_result(n_dst, sc, Lk);
+          n_row = n_dst;
+        }
+        masked_softmax(n_row, hc.valid.data(), Lk, hc.any_valid, a);
       }
       scalar_t* dst = out + (bh * Lq + i0) * Dv;
       acc_t* ob = result_buffer(dst, o, rn * Dv);
@@ -288,7 +310,7 @@ struct RowScratch {
   HeadCache<acc_t> hc;
   std::vector<acc_t> qb, dob, s, da, n, dq, p_acc, gs_acc, dp_acc;
   RowScratch(int64_t D, int64_t Dv, int64_t Lk)
-      : qb(kRowBlock * D), dob(kRowBlock * Dv), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dp_acc(Lk) {}
+      : qb(kRowBlock * D), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dp_acc(Lk) {}
 };
 
 // Per-head schedule of the backward (below) when every thread has at least this many heads and a
@@ -324,10 +346,12 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
     }
     std::vector<acc_t>&s = sc.s, &da = sc.da, &n = sc.n, &p_acc = sc.p_acc;
     const int64_t row0 = bh * Lq + i0;
-    load_block(in.q + row0 * D, rn, D, sc.qb.data(), false);
-    load_block(grad_out + row0 * Dv, rn, Dv, sc.dob.data(), false);
-    if (recompute_n) run_gemm(sc.qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);  // s / scale
-    run_gemm(sc.dob.data(), Dv, 1, hc.vt.data(), Lk, da.data(), Lk, rn, Dv, Lk);  // dA = dOut . V^T
+    const acc_t* dob = as_acc(grad_out + row0 * Dv, rn, Dv, sc.dob);
+    if (recompute_n) {  // s, as the forward formed it
+      load_scaled(in.q + row0 * D, rn * D, in.scale, sc.qb.data());
+      run_gemm(sc.qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);
+    }
+    run_gemm(dob, Dv, 1, hc.vt.data(), Lk, da.data(), Lk, rn, Dv, Lk);  // dA = dOut . V^T
     const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
     for (int64_t r = 0; r < rn; ++r) {
       const int64_t row = row0 + r;
@@ -338,7 +362,6 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
       const acc_t* p = pr.mode != kPlain ? as_acc(in.prev + row * Lk, int64_t(1), Lk, p_acc) : nullptr;
       GateRow<acc_t> st;
       if (recompute_n) {
-        for (int64_t j = 0; j < Lk; ++j) sr[j] *= in.scale;
         st = combine_row(pr.mode, sr, p, w, gb, hc.valid.data(), Lk, n.data());
         masked_softmax(n.data(), hc.valid.data(), Lk, hc.any_valid, a);
       } else {

@@ -6,6 +6,9 @@
 #include <ATen/Parallel.h>
 
 #include <dlfcn.h>
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <climits>
@@ -314,6 +317,46 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
   }
 }
 
+// dst[c * rows + r] = src[r * cols + c], in 8 x 8 tiles (AVX2 shuffles) where the build has
+// them: a scalar transpose is one strided store per element.
+template <typename T>
+MMFUSE_ALWAYS_INLINE void transpose_impl(const T* src, int64_t rows, int64_t cols, T* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
+#ifdef MMFUSE_X86_DISPATCH
+__attribute__((target("avx2,fma"))) void transpose_avx2(const float* src, int64_t rows, int64_t cols, float* dst) {
+  const int64_t r8 = (rows / 8) * 8, c8 = (cols / 8) * 8;
+  for (int64_t r = 0; r < r8; r += 8)
+    for (int64_t c = 0; c < c8; c += 8) {
+      __m256 x[8], t[8];
+      for (int i = 0; i < 8; ++i) x[i] = _mm256_loadu_ps(src + (r + i) * cols + c);
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        x[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        x[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        x[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        x[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      // x[i] (i < 4): column c+i of rows r..r+3 in its low half, column c+i+4 in its high half;
+      // x[i + 4] the same for rows r+4..r+7
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + (c + i) * rows + r, _mm256_permute2f128_ps(x[i], x[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (c + i + 4) * rows + r, _mm256_permute2f128_ps(x[i], x[i + 4], 0x31));
+      }
+    }
+  // the columns beyond c8 of the first r8 rows, then the rows beyond r8
+  for (int64_t r = 0; r < r8; ++r)
+    for (int64_t c = c8; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  for (int64_t r = r8; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+#endif
+
 // dN of one softmax row, in place: d holds dA on entry.
 template <typename T>
 MMFUSE_ALWAYS_INLINE void softmax_backward_impl(const T* a, const T* valid, const T* grad_n, int64_t len, T* d) {
@@ -523,6 +566,13 @@ void masked_softmax(const float* n, const float* valid, int64_t len, bool any_va
 void masked_softmax(const double* n, const double* valid, int64_t len, bool any_valid, double* a) {
   masked_softmax_dispatch(n, valid, len, any_valid, a);
 }
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (active_isa() >= Isa::kAvx2) return transpose_avx2(src, rows, cols, dst);
+#endif
+  transpose_impl(src, rows, cols, dst);
+}
+void transpose(const double* src, int64_t rows, int64_t cols, double* dst) { transpose_impl(src, rows, cols, dst); }
 void softmax_backward(const float* a, const float* valid, const float* grad_n, int64_t len, float* d) {
   softmax_backward_dispatch(a, valid, grad_n, len, d);
 }

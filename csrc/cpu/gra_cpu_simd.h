@@ -55,6 +55,10 @@ CosineSums<double> cosine_sums(const double* s, const double* p, const double* v
 void masked_softmax(const float* n, const float* valid, int64_t len, bool any_valid, float* a);
 void masked_softmax(const double* n, const double* valid, int64_t len, bool any_valid, double* a);
 
+// dst[c * rows + r] = src[r * cols + c]: dst [cols, rows] is src [rows, cols] transposed.
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst);
+void transpose(const double* src, int64_t rows, int64_t cols, double* dst);
+
 // The backward of a masked softmax row, in place: on entry d holds dA (the gradient of the
 // weights a); on return dN_j = a_j (dA_j - sum_k a_k dA_k) + grad_n_j at valid keys and grad_n_j
 // at masked ones (grad_n: the gradient reaching n directly, through the `scores` output).
