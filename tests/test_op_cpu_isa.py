@@ -3,9 +3,10 @@
 The kernels pick the widest build the CPU has (512-bit matrix products on AVX-512, AVX2 + FMA,
 or the baseline ISA) once per process, capped by ``ATEN_CPU_CAPABILITY`` as torch's own CPU
 kernels are. The main suite runs the native build; here each narrower one runs
-``tests/test_op_cpu.py`` (forward, backward, gradcheck, hypothesis, determinism) in a fresh
+``tests/test_op_cpu.py`` (forward, backward, gradcheck, hypothesis, determinism) and
+``tests/test_op_nonfinite.py`` (NaN / inf at valid and masked keys) in a fresh
 interpreter with the variable set, after checking that the kernels report that very build.
-Budget: ~15 s per build on 2 cores.
+Budget: ~20 s per build on 2 cores.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def test_narrower_build_matches_reference(capability):
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == capability, "ATEN_CPU_CAPABILITY did not select the build"
     suite = run_with_capability(
-        capability, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_op_cpu.py", "-k",
-        "not compile and not opcheck",
+        capability, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_op_cpu.py",
+        "tests/test_op_nonfinite.py", "-k", "not compile and not opcheck",
     )
     assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-2000:]
     assert " passed" in suite.stdout and " failed" not in suite.stdout

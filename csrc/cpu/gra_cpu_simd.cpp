@@ -22,6 +22,9 @@
 #if defined(__GNUC__) && !defined(__clang__)
 // 256-bit vector values only travel between always-inlined helpers of one ISA build
 #pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12's AVX-512 intrinsics self-initialise an undefined vector (GCC bug 105593)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
@@ -454,6 +457,112 @@ MMFUSE_ROW_FUNCTION(softmax_backward)
 MMFUSE_ROW_FUNCTION(gate_backward)
 #undef MMFUSE_ROW_FUNCTION
 
+#ifdef MMFUSE_X86_DISPATCH
+// float32 row functions on 512-bit vectors, written with intrinsics: AVX-512's mask registers
+// give the masked selects, the zero-padded tails (masked loads and stores) and the masked sums
+// directly (GCC's vector extensions would turn the 512-bit selects into scalar code). Same rules
+// as the 256-bit builds: NaN at a valid key propagates, masked keys are selected away.
+#define MMFUSE_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+
+MMFUSE_AVX512 MMFUSE_ALWAYS_INLINE __mmask16 tail16(int64_t count) {
+  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : (1u << count) - 1);
+}
+
+// The valid keys among the first `count` (<= 16) from `valid`, as a mask.
+MMFUSE_AVX512 MMFUSE_ALWAYS_INLINE __mmask16 valid16(const float* valid, __mmask16 t) {
+  return _mm512_mask_cmp_ps_mask(t, _mm512_maskz_loadu_ps(t, valid), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+}
+
+// Horizontal sum / max through memory, lane by lane (GCC 12's _mm512_reduce_* warn spuriously).
+template <typename V, typename T, typename Op>
+MMFUSE_ALWAYS_INLINE T reduce_lanes(const V& v, Op op) {
+  alignas(64) T lane[sizeof(V) / sizeof(T)];
+  std::memcpy(lane, &v, sizeof(V));
+  T r = lane[0];
+  for (size_t i = 1; i < sizeof(V) / sizeof(T); ++i) r = op(r, lane[i]);
+  return r;
+}
+MMFUSE_ALWAYS_INLINE double sum_lanes(const __m512d& v) {
+  return reduce_lanes<__m512d, double>(v, [](double x, double y) { return x + y; });
+}
+MMFUSE_ALWAYS_INLINE float sum_lanes(const __m512& v) {
+  return reduce_lanes<__m512, float>(v, [](float x, float y) { return x + y; });
+}
+
+// exp_nonpositive on 16 lanes: the same Cephes steps (floor by rounding toward -inf).
+MMFUSE_AVX512 MMFUSE_ALWAYS_INLINE __m512 exp_nonpositive_512(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x);  // (-87.3 > x) ? -87.3 : x, so NaN stays NaN
+  const __m512 y = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+  const __m512 k = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 r =
+      _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x));
+  __m512 p = _mm512_fmadd_ps(r, _mm512_set1_ps(1.9875691500e-4f), _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+}
+
+MMFUSE_AVX512 void masked_softmax_avx512(const float* n, const float* valid, int64_t len, bool any_valid, float* a) {
+  if (!any_valid) {
+    std::fill(a, a + len, 0.0f);
+    return;
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  // max over valid keys (NaN skipped: max(x, m) keeps m when x is NaN), four running maxima
+  __m512 mx[4];
+  for (__m512& m : mx) m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 64 <= len; j += 64)
+    for (int u = 0; u < 4; ++u) {
+      const __mmask16 kv = valid16(valid + j + 16 * u, 0xFFFF);
+      mx[u] = _mm512_mask_max_ps(mx[u], kv, _mm512_loadu_ps(n + j + 16 * u), mx[u]);
+    }
+  for (; j < len; j += 16) {
+    const __mmask16 t = tail16(len - j);
+    mx[0] = _mm512_mask_max_ps(mx[0], valid16(valid + j, t), _mm512_maskz_loadu_ps(t, n + j), mx[0]);
+  }
+  const __m512 mx4 = _mm512_max_ps(_mm512_max_ps(mx[0], mx[1]), _mm512_max_ps(mx[2], mx[3]));
+  const __m512 vmax = _mm512_set1_ps(reduce_lanes<__m512, float>(mx4, [](float x, float y) { return y > x ? y : x; }));
+  __m512 vsum = zero;
+  for (j = 0; j < len; j += 16) {
+    const __mmask16 t = tail16(len - j);
+    // (0 < x) ? 0 : x: masked keys may exceed the max (keep exp finite), NaN stays NaN
+    const __m512 x = _mm512_min_ps(zero, _mm512_sub_ps(_mm512_maskz_loadu_ps(t, n + j), vmax));
+    const __m512 e = _mm512_maskz_mov_ps(valid16(valid + j, t), exp_nonpositive_512(x));
+    _mm512_mask_storeu_ps(a + j, t, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / sum_lanes(vsum));
+  for (j = 0; j < len; j += 16) {  // 0 at masked keys even if the sum is NaN
+    const __mmask16 t = tail16(len - j);
+    _mm512_mask_storeu_ps(a + j, t, _mm512_maskz_mul_ps(valid16(valid + j, t), _mm512_maskz_loadu_ps(t, a + j), inv));
+  }
+}
+
+// Eight floats widened to eight doubles per step; masked keys are zeroed by the masked convert.
+MMFUSE_AVX512 CosineSums<double> cosine_sums_avx512(const float* s, const float* p, const float* valid, int64_t len) {
+  __m512d sp[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, ss[2] = {sp[0], sp[0]}, pp[2] = {sp[0], sp[0]};
+  for (int64_t j = 0; j < len; j += 8) {
+    const int u = static_cast<int>((j / 8) & 1);
+    const __mmask8 t = static_cast<__mmask8>(len - j >= 8 ? 0xFF : (1u << (len - j)) - 1);
+    const __mmask8 kv = _mm256_mask_cmp_ps_mask(t, _mm256_maskz_loadu_ps(t, valid + j), _mm256_setzero_ps(),
+                                                _CMP_NEQ_UQ);
+    const __m512d sv = _mm512_maskz_cvtps_pd(kv, _mm256_maskz_loadu_ps(t, s + j));
+    const __m512d pv = _mm512_maskz_cvtps_pd(kv, _mm256_maskz_loadu_ps(t, p + j));
+    sp[u] = _mm512_fmadd_pd(sv, pv, sp[u]);
+    ss[u] = _mm512_fmadd_pd(sv, sv, ss[u]);
+    pp[u] = _mm512_fmadd_pd(pv, pv, pp[u]);
+  }
+  return {sum_lanes(_mm512_add_pd(sp[0], sp[1])), sum_lanes(_mm512_add_pd(ss[0], ss[1])),
+          sum_lanes(_mm512_add_pd(pp[0], pp[1]))};
+}
+#undef MMFUSE_AVX512
+#endif
+
 // Opt-in (MMFUSE_CPU_BLAS=1): the per-block products through the BLAS that torch ships (MKL's
 // Fortran sgemm_ / dgemm_ in the official x86-64 wheels), looked up at run time in the already
 // loaded library: nothing to link, and the micro-kernel remains when a build has none. MKL runs
@@ -552,6 +661,9 @@ namespace gra_cpu {
 float dot(const float* x, const float* y, int64_t len) { return dot_dispatch(x, y, len); }
 double dot(const double* x, const double* y, int64_t len) { return dot_dispatch(x, y, len); }
 CosineSums<double> cosine_sums(const float* s, const float* p, const float* valid, int64_t len) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (active_isa() == Isa::kAvx512) return cosine_sums_avx512(s, p, valid, len);
+#endif
   return cosine_sums_dispatch(s, p, valid, len);
 }
 CosineSums<double> cosine_sums(const double* s, const double* p, const double* valid, int64_t len) {
@@ -561,6 +673,9 @@ CosineSums<double> cosine_sums(const double* s, const double* p, const double* v
 void gemm(const GemmArgs<float>& g) { gemm_dispatch(g); }
 void gemm(const GemmArgs<double>& g) { gemm_dispatch(g); }
 void masked_softmax(const float* n, const float* valid, int64_t len, bool any_valid, float* a) {
+#ifdef MMFUSE_X86_DISPATCH
+  if (active_isa() == Isa::kAvx512) return masked_softmax_avx512(n, valid, len, any_valid, a);
+#endif
   masked_softmax_dispatch(n, valid, len, any_valid, a);
 }
 void masked_softmax(const double* n, const double* valid, int64_t len, bool any_valid, double* a) {
