@@ -1,15 +1,16 @@
 // The vectorised building blocks of the CPU gated residual attention kernels: one matrix
-// micro-kernel, the row reductions (dot products, cosine terms) and the masked softmax of a
-// score row. Row reductions use vector partial sums: a serial sum is one add per FP-add latency,
-// and the compiler may not reorder it without -ffast-math.
+// micro-kernel, the row functions (masked softmax and its backward, cosine sums, the gate
+// backward, dot products) and a block transpose. Row reductions use vector partial sums: a serial
+// sum is one add per FP-add latency, and the compiler may not reorder it without -ffast-math.
 //
 // Every product of the op — s = q.K^T, out = a.V, dA = dOut.V^T, dQ = dS.K, dK = dS^T.Q,
 // dV = A^T.dOut — is a small C[R, N] = A[R, K] . B[K, N] on blocks that are already in cache,
 // with A addressed through two strides (so A may be a transposed view) and B row-major. It is
-// written as register tiles of kTileRows x kTileCols accumulators updated by broadcast-A /
+// written as register tiles of up to 6 rows x NV vectors of accumulators updated by broadcast-A /
 // vector-B multiply-adds: no horizontal reductions, so the compiler vectorises it without
-// -ffast-math. On x86-64 it is compiled twice, for AVX2+FMA and for the baseline ISA, and the
-// AVX2 build is used when the CPU supports it (checked once at run time).
+// -ffast-math. On x86-64 each function is compiled for the baseline ISA, for AVX2 + FMA and (the
+// micro-kernel, and the float32 softmax and cosine sums) for AVX-512; the widest build the CPU
+// supports is used, capped by ATEN_CPU_CAPABILITY (chosen once per process).
 #pragma once
 
 #include <cstdint>
