@@ -177,9 +177,9 @@ struct GateRow {
 
 // The row pass shared by forward and backward: from the raw scores s (scaled), prev p (in the
 // accumulation type; unused in plain mode) and the 0/1 key weights `valid`, computes the gate and
-// writes the combined scores n. The cosine sums
-// are taken in double over the valid keys only (selected, not multiplied by the mask); the clamp
-// compares the true norm product with 1e-8. NaN / inf at a valid key make c, g and the row NaN.
+// writes the combined scores n. The cosine sums are taken in double over the valid keys only
+// (selected, not multiplied by the mask); the clamp compares the true norm product with 1e-8.
+// NaN / inf at a valid key make c, g and the row NaN.
 template <typename acc_t>
 GateRow<acc_t> combine_row(int mode, const acc_t* s, const acc_t* p, acc_t w, acc_t b, const acc_t* valid, int64_t Lk,
                            acc_t* n) {
