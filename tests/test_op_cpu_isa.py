@@ -11,6 +11,8 @@ Budget: ~20 s per build on 2 cores.
 
 from __future__ import annotations
 
+import functools
+import os
 import subprocess
 import sys
 
@@ -23,29 +25,43 @@ if not fused_kernel_available("cpu"):
     pytest.skip("the CPU kernels of mmfuse._C are not built", allow_module_level=True)
 
 ORDER = ["default", "avx2", "avx512"]
-NATIVE = cpu_capability()
 
 
-def run_with_capability(capability: str, *args: str) -> subprocess.CompletedProcess:
+def run_with_capability(capability: str | None, *args: str) -> subprocess.CompletedProcess:
+    """``python *args`` in a fresh interpreter with ATEN_CPU_CAPABILITY set (None: unset)."""
     env = subprocess_env([str(REPO_ROOT / "tests")])
-    env["ATEN_CPU_CAPABILITY"] = capability
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability is not None:
+        env["ATEN_CPU_CAPABILITY"] = capability
     return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_native_build_is_reported():
-    assert NATIVE in ORDER
-    got = run_with_capability("", "-c", "from mmfuse.ops import cpu_capability; print(cpu_capability())")
+def reported_capability(capability: str | None) -> str:
+    got = run_with_capability(capability, "-c", "from mmfuse.ops import cpu_capability; print(cpu_capability())")
     assert got.returncode == 0, got.stderr
-    assert got.stdout.strip() == NATIVE  # an empty variable caps nothing
+    return got.stdout.strip()
+
+
+@functools.lru_cache(maxsize=1)
+def native() -> str:
+    """The build the kernels choose on this CPU when nothing caps them."""
+    return reported_capability(None)
+
+
+def test_native_build_is_reported():
+    assert native() in ORDER
+    assert reported_capability("") == native()  # an empty variable caps nothing
+    assert reported_capability("avx512") == native()  # the widest build: caps nothing either
+    here = os.environ.get("ATEN_CPU_CAPABILITY") or "avx512"
+    expected = ORDER[min(ORDER.index(native()), ORDER.index(here) if here in ORDER else len(ORDER) - 1)]
+    assert cpu_capability() == expected  # this process, under whatever cap the suite runs with
 
 
 @pytest.mark.parametrize("capability", ["default", "avx2"])
 def test_narrower_build_matches_reference(capability):
-    if ORDER.index(capability) >= ORDER.index(NATIVE):
-        pytest.skip(f"{capability} is the native build here ({NATIVE}): the main suite runs it")
-    got = run_with_capability(capability, "-c", "from mmfuse.ops import cpu_capability; print(cpu_capability())")
-    assert got.returncode == 0, got.stderr
-    assert got.stdout.strip() == capability, "ATEN_CPU_CAPABILITY did not select the build"
+    if ORDER.index(capability) >= ORDER.index(native()):
+        pytest.skip(f"{capability} is the native build here ({native()}): the main suite runs it")
+    assert reported_capability(capability) == capability, "ATEN_CPU_CAPABILITY did not select the build"
     suite = run_with_capability(
         capability, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_op_cpu.py",
         "tests/test_op_nonfinite.py", "-k", "not compile and not opcheck",
