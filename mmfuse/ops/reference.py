@@ -32,6 +32,14 @@ from mmfuse.ops.validation import check_gra_inputs
 COSINE_EPS = 1e-8
 
 
+def _row_absmax(x: Tensor) -> Tensor:
+    """max |x| of each row, detached: [..., Lk] → [..., 1]; 0 for rows without keys (Lk = 0),
+    where ``amax`` would reject the empty dimension."""
+    if x.shape[-1] == 0:
+        return x.new_zeros((*x.shape[:-1], 1))
+    return x.detach().abs().amax(-1, keepdim=True)
+
+
 def _cosine(s: Tensor, p: Tensor, valid: Tensor) -> Tensor:
     """Cosine of ``s`` and ``p`` over the valid keys of each row: [B, H, Lq, Lk] → [B, H, Lq].
 
@@ -46,8 +54,7 @@ def _cosine(s: Tensor, p: Tensor, valid: Tensor) -> Tensor:
     s_v = torch.where(valid, s, zero)
     p_v = torch.where(valid, p, zero)
     # row scales (constants for autograd: the cosine does not depend on them)
-    ms = s_v.detach().abs().amax(-1, keepdim=True)
-    mp = p_v.detach().abs().amax(-1, keepdim=True)
+    ms, mp = _row_absmax(s_v), _row_absmax(p_v)
     ms_div = torch.where(ms > 0, ms, torch.ones_like(ms))
     mp_div = torch.where(mp > 0, mp, torch.ones_like(mp))
     s_h, p_h = s_v / ms_div, p_v / mp_div
