@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_cuda_helpers import Problem, make_problem, reference, rel_err
 
-from mmfuse.ops import fused_kernel_available, gated_residual_attention
+from mmfuse.ops import fused_kernel_available, gated_residual_attention, gated_residual_attention_reference
 from mmfuse.ops.attention import BACKWARD_OP_NAME, OP_NAME
 from mmfuse.ops.validation import FUSED_DTYPES
 
@@ -126,6 +126,21 @@ def test_no_keys_gives_zero_output_and_gradients(mode):
     ref_out, ref_scores, ref_grads = reference(p)
     assert torch.equal(ref_out, out) and ref_scores.shape == scores.shape
     assert ref_grads["q"] is None or ref_grads["q"].abs().max() == 0
+
+
+@pytest.mark.parametrize("q_mag,k_mag,scale", [(1e20, 1e-20, 1e20), (1e-20, 1e20, 1e-20)], ids=["big", "tiny"])
+def test_scale_is_applied_to_the_product(q_mag, k_mag, scale):
+    # scale * q alone overflows (or lands in the denormals) while s = scale * (q . K^T) is an
+    # ordinary float32 number: the kernel must scale the finished product, as the contract says
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 5, 4, generator=g) * q_mag
+    k = torch.randn(1, 2, 6, 4, generator=g) * k_mag
+    v = torch.randn(1, 2, 6, 3, generator=g)
+    out, scores = torch.ops.mmfuse.gated_residual_attention(q, k, v, None, None, None, None, "none", scale)
+    ref_out, ref_scores = gated_residual_attention_reference(q.double(), k.double(), v.double(), mode="none",
+                                                             scale=scale)
+    assert_close(scores, ref_scores, torch.float32, "scores")
+    assert_close(out, ref_out, torch.float32, "out")
 
 
 def test_non_contiguous_inputs():

@@ -122,13 +122,6 @@ void load_block(const scalar_t* src, int64_t rows, int64_t cols, acc_t* dst, boo
   }
 }
 
-// scale * q for a block of query rows: s = (scale q) . K^T then comes out of the product scaled
-// (exactly scale * (q . K^T) when the scale is a power of two, as 1/sqrt(D) is for D = 4^k).
-template <typename acc_t, typename scalar_t>
-void load_scaled(const scalar_t* src, int64_t count, acc_t scale, acc_t* dst) {
-  for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<acc_t>(src[i]) * scale;
-}
-
 // A contiguous [rows, cols] block in the accumulation type: the input itself when it already
 // has that type, else a converted copy in `buf`.
 template <typename acc_t, typename scalar_t>
@@ -162,8 +155,8 @@ void store_result(const acc_t* block, scalar_t* out, int64_t count) {
 
 template <typename T>
 void run_gemm(const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb, T* c, int64_t ldc, int64_t R,
-              int64_t K, int64_t N) {
-  gemm(GemmArgs<T>{a, a_row, a_col, b, ldb, c, ldc, R, K, N});
+              int64_t K, int64_t N, T alpha = T(1)) {
+  gemm(GemmArgs<T>{a, a_row, a_col, b, ldb, c, ldc, R, K, N, alpha});
 }
 
 // Per-row quantities of the cosine gate (gated mode only). The norms stay apart (never their
@@ -256,7 +249,7 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
   const int64_t grain = grain_for(kRowBlock * Lk * (D + Dv + 4));
   at::parallel_for(0, pr.B * pr.H * nrb, grain, [&](int64_t begin, int64_t end) {
     HeadCache<acc_t> hc;
-    std::vector<acc_t> qb(kRowBlock * D), s(kRowBlock * Lk), n, o, p_acc;
+    std::vector<acc_t> qb, s(kRowBlock * Lk), n, o, p_acc;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / nrb, i0 = (t % nrb) * kRowBlock, rn = std::min(kRowBlock, Lq - i0);
       const int64_t b = bh / pr.H, h = bh % pr.H;
@@ -267,15 +260,16 @@ void forward_kernel(const Problem& pr, const Inputs<scalar_t>& in, scalar_t* out
         load_block(in.k + bh * Lk * D, Lk, D, hc.kt.data(), true);
         hc.v_rows = masked_values(in.v + bh * Lk * Dv, Lk, Dv, in.mask ? in.mask + b * Lk : nullptr, hc.v);
       }
-      load_scaled(in.q + (bh * Lq + i0) * D, rn * D, in.scale, qb.data());
-      // s of the block; without a gate or prev it is n itself, so a float32 / float64 product
-      // lands in `scores` directly
+      // s = scale (q . K^T) of the block (the scale applied to the finished products, so that
+      // scale * q cannot overflow or underflow where s does not); without a gate or prev it is n
+      // itself, so a float32 / float64 product lands in `scores` directly
+      const acc_t* q_blk = as_acc(in.q + (bh * Lq + i0) * D, rn, D, qb);
       scalar_t* scores_blk = scores + (bh * Lq + i0) * Lk;
       acc_t* s_blk = s.data();
       if constexpr (std::is_same_v<scalar_t, acc_t>) {
         if (pr.mode == kPlain) s_blk = scores_blk;
       }
-      run_gemm(qb.data(), D, 1, hc.kt.data(), Lk, s_blk, Lk, rn, D, Lk);
+      run_gemm(q_blk, D, 1, hc.kt.data(), Lk, s_blk, Lk, rn, D, Lk, in.scale);
       const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
       for (int64_t r = 0; r < rn; ++r) {
         const int64_t row = bh * Lq + i0 + r;
@@ -310,7 +304,7 @@ struct RowScratch {
   HeadCache<acc_t> hc;
   std::vector<acc_t> qb, dob, s, da, n, dq, p_acc, gs_acc, dp_acc;
   RowScratch(int64_t D, int64_t Dv, int64_t Lk)
-      : qb(kRowBlock * D), s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dp_acc(Lk) {}
+      : s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dp_acc(Lk) {}
 };
 
 // Per-head schedule of the backward (below) when every thread has at least this many heads and a
@@ -347,10 +341,8 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
     std::vector<acc_t>&s = sc.s, &da = sc.da, &n = sc.n, &p_acc = sc.p_acc;
     const int64_t row0 = bh * Lq + i0;
     const acc_t* dob = as_acc(grad_out + row0 * Dv, rn, Dv, sc.dob);
-    if (recompute_n) {  // s, as the forward formed it
-      load_scaled(in.q + row0 * D, rn * D, in.scale, sc.qb.data());
-      run_gemm(sc.qb.data(), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk);
-    }
+    if (recompute_n)  // s, as the forward formed it
+      run_gemm(as_acc(in.q + row0 * D, rn, D, sc.qb), D, 1, hc.kt.data(), Lk, s.data(), Lk, rn, D, Lk, in.scale);
     run_gemm(dob, Dv, 1, hc.vt.data(), Lk, da.data(), Lk, rn, Dv, Lk);  // dA = dOut . V^T
     const acc_t w = pr.mode == kGated ? in.gate_w[h] : acc_t(0), gb = pr.mode == kGated ? in.gate_b[h] : acc_t(0);
     for (int64_t r = 0; r < rn; ++r) {

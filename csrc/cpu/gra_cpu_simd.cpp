@@ -47,9 +47,10 @@ struct VecOf {
   typedef T type __attribute__((vector_size(VB)));
 };
 
-// C tile [RT, NV * lanes] = A[RT, K] . B[K, NV * lanes] with compile-time sizes: the RT x NV
-// accumulators are VB-byte GCC vectors held in registers (256-bit ones are two 128-bit halves on
-// the baseline ISA); per k, NV vector loads of B, RT broadcasts of A and RT x NV multiply-adds.
+// C tile [RT, NV * lanes] = alpha (A[RT, K] . B[K, NV * lanes]) with compile-time sizes: the
+// RT x NV accumulators are VB-byte GCC vectors held in registers (256-bit ones are two 128-bit
+// halves on the baseline ISA); per k, NV vector loads of B, RT broadcasts of A and RT x NV
+// multiply-adds; alpha multiplies each finished accumulator as it is stored.
 template <typename T, int VB, int RT, int NV>
 MMFUSE_ALWAYS_INLINE void gemm_tile_fixed(const GemmArgs<T>& g, int64_t r0, int64_t n0) {
   using vec_t = typename VecOf<T, VB>::type;
@@ -70,7 +71,10 @@ MMFUSE_ALWAYS_INLINE void gemm_tile_fixed(const GemmArgs<T>& g, int64_t r0, int6
   }
   for (int r = 0; r < RT; ++r) {
     T* c = g.c + (r0 + r) * g.ldc + n0;
-    for (int v = 0; v < NV; ++v) std::memcpy(c + v * lanes, &acc[r][v], sizeof(vec_t));
+    for (int v = 0; v < NV; ++v) {
+      const vec_t out = acc[r][v] * g.alpha;
+      std::memcpy(c + v * lanes, &out, sizeof(vec_t));
+    }
   }
 }
 
@@ -89,7 +93,7 @@ MMFUSE_ALWAYS_INLINE void gemm_tile_edge(const GemmArgs<T>& g, int64_t r0, int64
   }
   for (int64_t r = 0; r < rn; ++r) {
     T* c = g.c + (r0 + r) * g.ldc + n0;
-    for (int64_t n = 0; n < nn; ++n) c[n] = acc[r][n];
+    for (int64_t n = 0; n < nn; ++n) c[n] = acc[r][n] * g.alpha;
   }
 }
 
@@ -433,8 +437,9 @@ __attribute__((target(MMFUSE_AVX512))) void gemm_avx512(const GemmArgs<double>& 
 #undef MMFUSE_AVX512
 
 // A row function NAME_impl compiled for AVX2 + FMA as well, and NAME_dispatch, which calls that
-// build when the CPU has it. Row functions stay on 256-bit vectors even with AVX-512: GCC turns
-// their 512-bit masked selects into scalar code.
+// build when the CPU has it. These stay on 256-bit vectors even with AVX-512 (GCC turns 512-bit
+// vector-extension selects into scalar code); the float32 softmax and cosine sums have 512-bit
+// intrinsic versions below.
 #define MMFUSE_ROW_FUNCTION(NAME)                                                                   \
   template <typename... Args>                                                                       \
   __attribute__((target("avx2,fma"))) auto NAME##_avx2(Args... args) { return NAME##_impl(args...); } \
@@ -623,10 +628,10 @@ bool gemm_blas(const GemmArgs<T>& g) {
   const int m = static_cast<int>(g.N), n = static_cast<int>(g.R), k = static_cast<int>(g.K);
   const int ld_b = static_cast<int>(std::max(g.ldb, g.N)), ld_a = static_cast<int>(std::max(lda, need_a));
   const int ld_c = static_cast<int>(std::max(g.ldc, g.N));
-  const T one = 1, zero = 0;
+  const T zero = 0;
   const char no = 'N', tr = 'T';
   const int previous = b.set_threads_local(1);
-  f(&no, a_rows ? &no : &tr, &m, &n, &k, &one, g.b, &ld_b, g.a, &ld_a, &zero, g.c, &ld_c);
+  f(&no, a_rows ? &no : &tr, &m, &n, &k, &g.alpha, g.b, &ld_b, g.a, &ld_a, &zero, g.c, &ld_c);
   b.set_threads_local(previous);
   return true;
 }

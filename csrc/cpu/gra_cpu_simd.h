@@ -28,9 +28,10 @@ struct GemmArgs {
   T* c;
   int64_t ldc;
   int64_t R, K, N;
+  T alpha = 1;  // C = alpha (A . B): the product first, then one multiply (as BLAS's alpha)
 };
 
-// C = A . B (overwrites C). Defined in gra_cpu_simd.cpp, where it is compiled per ISA.
+// C = alpha (A . B) (overwrites C). Defined in gra_cpu_simd.cpp, where it is compiled per ISA.
 void gemm(const GemmArgs<float>& g);
 void gemm(const GemmArgs<double>& g);
 

@@ -53,8 +53,9 @@ def built_with_cuda() -> bool:
 
 
 def cpu_capability() -> str | None:
-    """The instruction set of the CPU kernels: ``"avx512"`` (512-bit matrix products, 256-bit
-    row functions), ``"avx2"`` or ``"default"`` (the baseline ISA); ``None`` without the extension.
+    """The instruction set of the CPU kernels: ``"avx512"`` (512-bit matrix products, float32
+    softmax and cosine sums; the other row functions on 256-bit vectors), ``"avx2"`` or
+    ``"default"`` (the baseline ISA); ``None`` without the extension.
 
     The widest the CPU supports, capped by the ``ATEN_CPU_CAPABILITY`` environment variable
     (``default``, ``avx2``, ``avx512``), read once, as torch's own CPU kernels do.
