@@ -304,7 +304,7 @@ struct RowScratch {
   HeadCache<acc_t> hc;
   std::vector<acc_t> qb, dob, s, da, n, dq, p_acc, gs_acc, dp_acc;
   RowScratch(int64_t D, int64_t Dv, int64_t Lk)
-      : s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk), dp_acc(Lk) {}
+      : s(kRowBlock * Lk), da(kRowBlock * Lk), n(Lk) {}
 };
 
 // Per-head schedule of the backward (below) when every thread has at least this many heads and a
@@ -363,10 +363,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
 
       // dPrev is written straight into grad_prev when it has the accumulation type
       scalar_t* dp_out = pr.has_prev ? g.grad_prev + row * Lk : nullptr;
-      acc_t* dp = nullptr;
-      if (dp_out != nullptr) {
-        if constexpr (std::is_same_v<scalar_t, acc_t>) dp = dp_out; else dp = sc.dp_acc.data();
-      }
+      acc_t* dp = dp_out != nullptr ? result_buffer(dp_out, sc.dp_acc, Lk) : nullptr;
       if (pr.mode == kGated) {
         const acc_t dg = dot(dn, sr, Lk) / acc_t(2);
         const acc_t dz = dg * st.g * (acc_t(1) - st.g);
@@ -386,10 +383,7 @@ void backward_kernel(const Problem& pr, const Inputs<scalar_t>& in, const scalar
           }
         }
       }
-      if constexpr (!std::is_same_v<scalar_t, acc_t>) {
-        if (dp_out != nullptr)
-          for (int64_t j = 0; j < Lk; ++j) dp_out[j] = static_cast<scalar_t>(dp[j]);
-      }
+      if (dp_out != nullptr) store_result(dp, dp_out, Lk);
     }
     scalar_t* dst = g.grad_q + row0 * D;
     acc_t* dq = result_buffer(dst, sc.dq, rn * D);

@@ -326,10 +326,17 @@ MMFUSE_ALWAYS_INLINE void masked_softmax_impl(const T* n, const T* valid, int64_
 
 // dst[c * rows + r] = src[r * cols + c], in 8 x 8 tiles (AVX2 shuffles) where the build has
 // them: a scalar transpose is one strided store per element.
+// Rows [r0, r1) x columns [c0, c1) of that transpose, one element at a time.
+template <typename T>
+MMFUSE_ALWAYS_INLINE void transpose_part(const T* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
+                                         int64_t c1, T* dst) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
 template <typename T>
 MMFUSE_ALWAYS_INLINE void transpose_impl(const T* src, int64_t rows, int64_t cols, T* dst) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  transpose_part(src, rows, cols, 0, rows, 0, cols, dst);
 }
 
 #ifdef MMFUSE_X86_DISPATCH
@@ -357,10 +364,8 @@ __attribute__((target("avx2,fma"))) void transpose_avx2(const float* src, int64_
       }
     }
   // the columns beyond c8 of the first r8 rows, then the rows beyond r8
-  for (int64_t r = 0; r < r8; ++r)
-    for (int64_t c = c8; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
-  for (int64_t r = r8; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  transpose_part(src, rows, cols, 0, r8, c8, cols, dst);
+  transpose_part(src, rows, cols, r8, rows, 0, cols, dst);
 }
 #endif
 
@@ -478,22 +483,6 @@ MMFUSE_AVX512 MMFUSE_ALWAYS_INLINE __mmask16 valid16(const float* valid, __mmask
   return _mm512_mask_cmp_ps_mask(t, _mm512_maskz_loadu_ps(t, valid), _mm512_setzero_ps(), _CMP_NEQ_UQ);
 }
 
-// Horizontal sum / max through memory, lane by lane (GCC 12's _mm512_reduce_* warn spuriously).
-template <typename V, typename T, typename Op>
-MMFUSE_ALWAYS_INLINE T reduce_lanes(const V& v, Op op) {
-  alignas(64) T lane[sizeof(V) / sizeof(T)];
-  std::memcpy(lane, &v, sizeof(V));
-  T r = lane[0];
-  for (size_t i = 1; i < sizeof(V) / sizeof(T); ++i) r = op(r, lane[i]);
-  return r;
-}
-MMFUSE_ALWAYS_INLINE double sum_lanes(const __m512d& v) {
-  return reduce_lanes<__m512d, double>(v, [](double x, double y) { return x + y; });
-}
-MMFUSE_ALWAYS_INLINE float sum_lanes(const __m512& v) {
-  return reduce_lanes<__m512, float>(v, [](float x, float y) { return x + y; });
-}
-
 // exp_nonpositive on 16 lanes: the same Cephes steps (floor by rounding toward -inf).
 MMFUSE_AVX512 MMFUSE_ALWAYS_INLINE __m512 exp_nonpositive_512(__m512 x) {
   x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x);  // (-87.3 > x) ? -87.3 : x, so NaN stays NaN
@@ -531,7 +520,9 @@ MMFUSE_AVX512 void masked_softmax_avx512(const float* n, const float* valid, int
     mx[0] = _mm512_mask_max_ps(mx[0], valid16(valid + j, t), _mm512_maskz_loadu_ps(t, n + j), mx[0]);
   }
   const __m512 mx4 = _mm512_max_ps(_mm512_max_ps(mx[0], mx[1]), _mm512_max_ps(mx[2], mx[3]));
-  const __m512 vmax = _mm512_set1_ps(reduce_lanes<__m512, float>(mx4, [](float x, float y) { return y > x ? y : x; }));
+  float best = mx4[0];  // lane by lane (GCC 12's _mm512_reduce_* warn spuriously)
+  for (int i = 1; i < 16; ++i) best = mx4[i] > best ? mx4[i] : best;
+  const __m512 vmax = _mm512_set1_ps(best);
   __m512 vsum = zero;
   for (j = 0; j < len; j += 16) {
     const __mmask16 t = tail16(len - j);
@@ -541,7 +532,7 @@ MMFUSE_AVX512 void masked_softmax_avx512(const float* n, const float* valid, int
     _mm512_mask_storeu_ps(a + j, t, e);
     vsum = _mm512_add_ps(vsum, e);
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / sum_lanes(vsum));
+  const __m512 inv = _mm512_set1_ps(1.0f / lane_sum(vsum));
   for (j = 0; j < len; j += 16) {  // 0 at masked keys even if the sum is NaN
     const __mmask16 t = tail16(len - j);
     _mm512_mask_storeu_ps(a + j, t, _mm512_maskz_mul_ps(valid16(valid + j, t), _mm512_maskz_loadu_ps(t, a + j), inv));
@@ -562,8 +553,8 @@ MMFUSE_AVX512 CosineSums<double> cosine_sums_avx512(const float* s, const float*
     ss[u] = _mm512_fmadd_pd(sv, sv, ss[u]);
     pp[u] = _mm512_fmadd_pd(pv, pv, pp[u]);
   }
-  return {sum_lanes(_mm512_add_pd(sp[0], sp[1])), sum_lanes(_mm512_add_pd(ss[0], ss[1])),
-          sum_lanes(_mm512_add_pd(pp[0], pp[1]))};
+  return {lane_sum(_mm512_add_pd(sp[0], sp[1])), lane_sum(_mm512_add_pd(ss[0], ss[1])),
+          lane_sum(_mm512_add_pd(pp[0], pp[1]))};
 }
 #undef MMFUSE_AVX512
 #endif
@@ -645,9 +636,6 @@ void gemm_dispatch(const GemmArgs<T>& g) {
 #endif
   gemm_impl(g);
 }
-
-
-
 
 }  // namespace
 
